@@ -1,0 +1,59 @@
+# Two commands matter: `make drill` (the local end-to-end drill) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help setup redis drill test lint typecheck cfn-lint statelint pytest bench diagrams clean
+
+help:
+	@echo "make drill   run the local disaster-recovery drill (no AWS account needed)"
+	@echo "make test    lint, type-check, validate the template and ASL, run pytest"
+	@echo "make bench   run the benchmarks in bench/ (slow; not part of make test)"
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP) redis
+
+# Debian's redis-server: installed with apt-get when missing and we are root.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing redis-server with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; \
+	  else \
+	    echo "redis-server is not installed. Install it with: sudo apt-get install -y redis-server" >&2; exit 1; \
+	  fi; }
+
+drill: setup
+	$(BIN)/servalsheets-backup drill $(DRILL_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check layers functions tests bench
+	$(BIN)/ruff format --check layers functions tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+cfn-lint: $(STAMP)
+	$(BIN)/cfn-lint template.yaml
+
+statelint: $(STAMP)
+	@for f in statemachines/*.asl.json; do \
+	  echo "statelint $$f"; $(BIN)/statelint --ignore=URI $$f || exit 1; done
+
+pytest: setup
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck cfn-lint statelint pytest
+
+bench: setup
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache
