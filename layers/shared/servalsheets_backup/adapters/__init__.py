@@ -1,0 +1,1 @@
+"""One adapter per external service; the domain code sees only these small interfaces."""
