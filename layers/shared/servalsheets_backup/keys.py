@@ -62,6 +62,27 @@ def encryption_context(backup_id: str, kind: str, object_name: str, environment:
     }
 
 
+FINGERPRINT_INFO = b"servalsheets-backup/v1/value-fingerprint"
+
+
+def fingerprint_key(data_key: bytes) -> bytes:
+    """The HMAC key for value fingerprints of one object, derived from its data key.
+
+    Fingerprints of low-entropy secrets must not be brute-forceable from the manifest alone, so
+    they are keyed with material only KMS (or the escrow key) can release.
+    """
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=FINGERPRINT_INFO).derive(data_key)
+
+
+def value_fingerprint(key: bytes, name: str, value: bytes) -> str:
+    """HMAC-SHA256 of ``name`` and ``value`` under ``key``, as ``hmac-sha256:<hex>``."""
+    import hmac
+    from hashlib import sha256
+
+    message = name.encode() + b"\x00" + value
+    return "hmac-sha256:" + hmac.new(key, message, sha256).hexdigest()
+
+
 def _subject(context: Context) -> str:
     return context.get("servalsheets:object", "object")
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from .adapters.aws import error_code
 from .adapters.s3 import MultipartSink, S3ObjectReader
-from .envelope import EnvelopeWriter, decrypt_stream, keyring_resolver
+from .envelope import EnvelopeWriter, decrypt_stream, keyring_resolver, read_header
 from .errors import BackupNotFoundError, IntegrityError, InvalidInputError
-from .keys import Keyring, encryption_context
+from .keys import Keyring, encryption_context, fingerprint_key
 from .manifest import (
     KINDS,
     MANIFEST_NAME,
@@ -105,7 +105,10 @@ def parse_as_of(value: str) -> datetime:
 class ObjectUpload:
     """An object being written: an envelope streaming into a multipart upload."""
 
-    def __init__(self, sink: MultipartSink, writer: EnvelopeWriter, name: str, component: str) -> None:
+    def __init__(
+        self, sink: MultipartSink, writer: EnvelopeWriter, name: str, component: str, fingerprint: bytes
+    ) -> None:
+        self.fingerprint_key = fingerprint
         self._sink = sink
         self._writer = writer
         self.name = name
@@ -150,8 +153,9 @@ class BackupStore:
         sink = MultipartSink(
             self.s3, self.bucket, set_prefix(kind, backup_id) + name, kms_key_id=self.kms_key_id, tags=NOT_EXPIRABLE
         )
-        writer = EnvelopeWriter(sink, self.keyring.new_data_key(context), context)
-        return ObjectUpload(sink, writer, name, component)
+        data_key = self.keyring.new_data_key(context)
+        writer = EnvelopeWriter(sink, data_key, context)
+        return ObjectUpload(sink, writer, name, component, fingerprint_key(data_key.plaintext))
 
     def write_object(
         self, kind: str, backup_id: str, name: str, component: str, data: bytes, items: Mapping[str, Any]
@@ -164,6 +168,17 @@ class BackupStore:
         except BaseException:
             upload.abort()
             raise
+
+    def fingerprint_key_for(self, ref: SetRef, entry: ObjectEntry, keyring: Keyring | None = None) -> bytes:
+        """The value-fingerprint key of a stored object (unwraps its data key)."""
+        context = encryption_context(ref.backup_id, ref.kind, entry.name, self.environment)
+        reader = S3ObjectReader(self.s3, self.bucket, ref.prefix + entry.name)
+        try:
+            header = read_header(reader, entry.name)  # type: ignore[arg-type]
+        finally:
+            reader.close()
+        data_key = keyring_resolver(keyring or self.keyring, context, entry.name)(header)
+        return fingerprint_key(data_key)
 
     def commit(self, manifest: Manifest) -> SetRef:
         """Write the manifest (write-once): from now on the set exists."""
@@ -312,6 +327,16 @@ class BackupStore:
                 return False
             raise
         return str(head.get("VersionId") or "")
+
+    def delete_incomplete_set(self, kind: str, backup_id: str) -> int:
+        """Delete the objects of a set that has no manifest (a failed run); returns the count."""
+        prefix = set_prefix(kind, backup_id)
+        keys = self._set_keys(SetRef(kind, backup_id, prefix + MANIFEST_NAME))
+        if prefix + MANIFEST_NAME in keys:
+            return 0  # complete sets are never deleted here
+        for key in keys:
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
+        return len(keys)
 
     # -- retention -----------------------------------------------------------------------
     def mark_expirable(self, kind: str) -> list[str]:

@@ -1,0 +1,88 @@
+"""The ``redis`` component: logical dumps (SCAN/DUMP/PTTL) in chunks, or ElastiCache snapshots.
+
+A logical dump that does not fit in one Lambda invocation continues from the saved SCAN cursor;
+each invocation writes one complete object ``redis/dump-NNNN`` and the restore reads them in
+order, so the result is still one backup set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from .backup import PendingSet
+from .errors import TransientError
+from .redis_logical import connect, dump_keys, redact_url
+from .services import Services
+
+logger = logging.getLogger(__name__)
+CHUNK_PREFIX = "redis/dump-"
+
+
+def chunk_name(index: int) -> str:
+    """Object name of the ``index``-th dump chunk (1-based, zero padded, sorts in order)."""
+    return f"{CHUNK_PREFIX}{index:04d}"
+
+
+def add_logical_chunk(services: Services, pending: PendingSet, deadline: float | None = None) -> PendingSet:
+    """Dump keys from the saved cursor until done or ``deadline`` (time.monotonic); one object per call."""
+    url = services.redis_url()
+    client = connect(url)
+    pending.redis_chunks += 1
+    name = chunk_name(pending.redis_chunks)
+    upload = services.store.open_object(pending.kind, pending.backup_id, name, "redis")
+    try:
+        result = dump_keys(
+            client, upload, backup_time_ms=pending.created_ms, cursor=pending.redis_cursor, deadline=deadline
+        )
+        entry = upload.finish({"keys": result.keys_written})
+    except BaseException:
+        upload.abort()
+        pending.redis_chunks -= 1
+        raise
+    finally:
+        client.close()
+    pending.add(entry)
+    pending.redis_cursor = result.next_cursor
+    pending.redis_done = result.next_cursor == 0
+    _merge_counts(pending, result, url)
+    return pending
+
+
+def _merge_counts(pending: PendingSet, result: Any, url: str) -> None:
+    partial = pending.source.get("redis_partial", {})
+    counts: dict[str, int] = dict(partial.get("keys_by_prefix", {}))
+    for prefix, count in result.counts_by_prefix.items():
+        counts[prefix] = counts.get(prefix, 0) + count
+    totals = {
+        "mode": "logical",
+        "endpoint": redact_url(url),
+        "backup_time_ms": pending.created_ms,
+        "keys": partial.get("keys", 0) + result.keys_written,
+        "keys_vanished": partial.get("keys_vanished", 0) + result.keys_skipped_vanished,
+        "keys_by_prefix": counts,
+        "chunks": pending.redis_chunks,
+    }
+    if pending.redis_done:
+        pending.source.pop("redis_partial", None)
+        pending.components["redis"] = totals
+    else:
+        pending.source["redis_partial"] = totals
+
+
+def wait_seconds(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
+    """Exponential back-off for transient Redis errors."""
+    return float(min(cap, base * (2**attempt)))
+
+
+def with_retries(operation: Any, attempts: int = 4) -> Any:
+    """Run ``operation()`` retrying TransientError with back-off, then re-raise."""
+    for attempt in range(attempts):
+        try:
+            return operation()
+        except TransientError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(wait_seconds(attempt))
+    return None

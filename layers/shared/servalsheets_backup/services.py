@@ -1,0 +1,80 @@
+"""The adapters one operation needs, built from settings; tests and the drill swap parts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from .adapters import aws
+from .adapters.secrets import secret_field
+from .errors import ConfigurationError
+from .keys import EscrowRecipient, KmsKeyring
+from .locks import StateTable
+from .observability import CollectingMetrics, MetricsSink
+from .settings import ENV_ENCRYPTION_KEY, ENV_REDIS_URL, ENV_TOKEN_STORE_KEY, Settings
+from .store import BackupStore
+
+
+@dataclass
+class Services:
+    """Lazily created clients plus the domain objects built on them."""
+
+    settings: Settings
+    metrics: MetricsSink = field(default_factory=CollectingMetrics)
+    clock: Callable[[], float] = time.time
+    snapshot_exporter: Any = None  # an elasticache.SnapshotExporter; None means the AWS one
+
+    @classmethod
+    def from_env(cls, metrics: MetricsSink | None = None) -> Services:
+        """Services for the current environment variables."""
+        return cls(Settings.from_env(), metrics or CollectingMetrics())
+
+    def client(self, service: str) -> Any:
+        """A boto3 client (AWS_ENDPOINT_URL honoured)."""
+        return aws.client(service)
+
+    @cached_property
+    def store(self) -> BackupStore:
+        """The backup store for the configured bucket and KMS key."""
+        escrow = None
+        if self.settings.escrow_public_key_pem:
+            escrow = EscrowRecipient.from_pem(self.settings.escrow_public_key_pem.encode())
+        keyring = KmsKeyring(self.client("kms"), self.settings.kms_key_id, escrow)
+        return BackupStore(
+            self.client("s3"),
+            self.settings.bucket,
+            keyring,
+            environment=self.settings.environment,
+            kms_key_id=self.settings.kms_key_id,
+        )
+
+    @cached_property
+    def state(self) -> StateTable:
+        """Locks and idempotency records."""
+        return StateTable(self.client("dynamodb"), self.settings.state_table)
+
+    def redis_url(self) -> str:
+        """REDIS_URL from the environment or from its Secrets Manager secret."""
+        if self.settings.redis_url:
+            return self.settings.redis_url
+        if self.settings.redis_url_secret_id:
+            return secret_field(self.client("secretsmanager"), self.settings.redis_url_secret_id, (ENV_REDIS_URL,))
+        raise ConfigurationError("set REDIS_URL or REDIS_URL_SECRET_ID to back up or restore Redis")
+
+    def token_key_text(self) -> str:
+        """The live token store key (ENCRYPTION_KEY / TOKEN_STORE_KEY) as text; never logged."""
+        if self.settings.token_key:
+            return self.settings.token_key
+        if self.settings.token_key_secret_id:
+            return secret_field(
+                self.client("secretsmanager"),
+                self.settings.token_key_secret_id,
+                (ENV_ENCRYPTION_KEY, ENV_TOKEN_STORE_KEY),
+            )
+        raise ConfigurationError(
+            "the token store key is not configured: set TOKEN_KEY_SECRET_ID (Secrets Manager) or "
+            "ENCRYPTION_KEY / TOKEN_STORE_KEY"
+        )
