@@ -31,7 +31,8 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[st
     s3.put_bucket_versioning(Bucket="cli-bucket", VersioningConfiguration={"Status": "Enabled"})
     key = boto3.client("kms", endpoint_url=server.endpoint).create_key()["KeyMetadata"]["Arn"]
     boto3.client("dynamodb", endpoint_url=server.endpoint).create_table(
-        TableName="state", BillingMode="PAY_PER_REQUEST",
+        TableName="state",
+        BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
     )
@@ -39,8 +40,11 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[st
         Name="servalsheets/env", SecretString=json.dumps({"JWT_SECRET": SECRET_VALUE})
     )
     env = {
-        "BACKUP_BUCKET": "cli-bucket", "BACKUP_KMS_KEY_ID": key, "BACKUP_ENVIRONMENT": "test",
-        "STATE_TABLE": "state", "CONFIG_SECRET_IDS": "servalsheets/env",
+        "BACKUP_BUCKET": "cli-bucket",
+        "BACKUP_KMS_KEY_ID": key,
+        "BACKUP_ENVIRONMENT": "test",
+        "STATE_TABLE": "state",
+        "CONFIG_SECRET_IDS": "servalsheets/env",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -89,8 +93,11 @@ def test_verify_exits_4_after_any_changed_byte(aws_env: dict[str, str], target: 
     code, out, _ = run(["backup", "config", "--json"])
     backup_id = json.loads(out)["backup_id"]
     s3 = boto3.client("s3", endpoint_url=aws_env["AWS_ENDPOINT_URL"])
-    key = next(o["Key"] for o in s3.list_objects_v2(Bucket="cli-bucket", Prefix="config/")["Contents"]
-               if o["Key"].endswith("/" + target))
+    key = next(
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket="cli-bucket", Prefix="config/")["Contents"]
+        if o["Key"].endswith("/" + target)
+    )
     size = s3.head_object(Bucket="cli-bucket", Key=key)["ContentLength"]
     for position in sorted({0, 9, size // 2, size - 1}):
         _flip(aws_env["AWS_ENDPOINT_URL"], key, position)
@@ -106,13 +113,27 @@ def test_console_script_in_another_process(aws_env: dict[str, str]) -> None:
     assert run(["backup", "config", "--json"])[0] == 0
     env = {**os.environ, **aws_env}
     script = Path(sys.executable).with_name("servalsheets-backup")
-    done = subprocess.run([str(script), "verify", "latest", "--kind", "config"], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [str(script), "verify", "latest", "--kind", "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "VERIFIED" in done.stdout
-    missing = subprocess.run([str(script), "show", "20200101T000000Z-00000000"], env=env,
-                             capture_output=True, text=True, timeout=120, check=False)
+    missing = subprocess.run(
+        [str(script), "show", "20200101T000000Z-00000000"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert missing.returncode == 3
     assert "error: no complete backup set" in missing.stderr
-    usage = subprocess.run([str(script), "verify"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    usage = subprocess.run(
+        [str(script), "verify"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert usage.returncode == 2

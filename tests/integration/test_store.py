@@ -30,7 +30,9 @@ def store() -> Iterator[BackupStore]:
         yield BackupStore(s3, BUCKET, KmsKeyring(kms, key_id), environment="test", kms_key_id=key_id)
 
 
-def _write_set(store: BackupStore, kind: str = "config", payload: bytes = b"x" * 5000) -> tuple[str, Manifest]:
+def _write_set(
+    store: BackupStore, kind: str = "config", payload: bytes = b"x" * 5000
+) -> tuple[str, Manifest]:
     backup_id = new_backup_id()
     entry = store.write_object(kind, backup_id, "config.bundle", "config", payload, {"secrets": 2})
     big = store.open_object(kind, backup_id, "big.bin", "config")
@@ -106,7 +108,9 @@ def test_newest_set_is_never_tagged_expirable(store: BackupStore) -> None:
 def test_manifest_tamper_raises_integrity_error(store: BackupStore) -> None:
     backup_id, _ = _write_set(store)
     key = set_prefix("config", backup_id) + "manifest.json"
-    text = store.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().replace(b'"secrets": 2', b'"secrets": 3')
+    text = (
+        store.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().replace(b'"secrets": 2', b'"secrets": 3')
+    )
     store.s3.put_object(Bucket=BUCKET, Key=key, Body=text)
     with pytest.raises(IntegrityError, match="manifest authenticity"):
         store.load_manifest(store.find(backup_id))

@@ -32,8 +32,13 @@ def seal(plaintext: bytes, compression: str) -> bytes:
     """Seal ``plaintext`` with the fixed key, nonce prefix and salt."""
     sink = io.BytesIO()
     encrypt_bytes(
-        plaintext, sink, DataKey(DATA_KEY, WRAPPED), CONTEXT,
-        compression=compression, nonce_prefix=NONCE_PREFIX, salt=SALT,
+        plaintext,
+        sink,
+        DataKey(DATA_KEY, WRAPPED),
+        CONTEXT,
+        compression=compression,
+        nonce_prefix=NONCE_PREFIX,
+        salt=SALT,
     )
     return sink.getvalue()
 
@@ -44,7 +49,10 @@ def vectors() -> dict[str, Any]:
     large = seal(large_plaintext(), COMPRESSION_NONE)
     return {
         "small_zstd": {"sealed_hex": small.hex()},
-        "large_none": {"sealed_sha256": hashlib.sha256(large).hexdigest(), "sealed_size": len(large)},
+        "large_none": {
+            "sealed_sha256": hashlib.sha256(large).hexdigest(),
+            "sealed_size": len(large),
+        },
     }
 
 

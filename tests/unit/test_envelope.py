@@ -20,7 +20,13 @@ from servalsheets_backup.envelope import (
     decrypt_stream,
 )
 from servalsheets_backup.errors import IntegrityError
-from servalsheets_backup.keys import EscrowKeyring, EscrowRecipient, KmsKeyring, LocalKeyring, encryption_context
+from servalsheets_backup.keys import (
+    EscrowKeyring,
+    EscrowRecipient,
+    KmsKeyring,
+    LocalKeyring,
+    encryption_context,
+)
 
 from .envelope_vectors import CONTEXT, DATA_KEY, SMALL_PLAINTEXT, large_plaintext, seal
 
@@ -127,7 +133,9 @@ def test_escrow_key_decrypts_without_kms(algorithm: str) -> None:
 
     from servalsheets_backup.envelope import encrypt_bytes, keyring_resolver
 
-    private = x25519.X25519PrivateKey.generate() if algorithm == "x25519" else rsa.generate_private_key(65537, 3072)
+    private = (
+        x25519.X25519PrivateKey.generate() if algorithm == "x25519" else rsa.generate_private_key(65537, 3072)
+    )
     recipient = EscrowRecipient(private.public_key())
     local = LocalKeyring(bytes(range(32)))
     data_key = local.new_data_key(CONTEXT)

@@ -25,9 +25,19 @@ def write_audit(
 ) -> dict[str, Any]:
     """Write one audit record (no secret values may be passed in) and log it."""
     now = datetime.now(UTC)
-    entry = {"time": now.isoformat().replace("+00:00", "Z"), "operation": operation, "id": subject_id, **record}
-    sink = MultipartSink(s3, bucket, audit_key(operation, subject_id, now), kms_key_id=kms_key_id,
-                         content_type="application/x-ndjson")
+    entry = {
+        "time": now.isoformat().replace("+00:00", "Z"),
+        "operation": operation,
+        "id": subject_id,
+        **record,
+    }
+    sink = MultipartSink(
+        s3,
+        bucket,
+        audit_key(operation, subject_id, now),
+        kms_key_id=kms_key_id,
+        content_type="application/x-ndjson",
+    )
     sink.write(json.dumps(entry, sort_keys=True).encode() + b"\n")
     sink.close()
     logger.info("audit record", extra={"audit": entry})

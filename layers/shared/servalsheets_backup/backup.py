@@ -118,12 +118,19 @@ def add_config(services: Services, pending: PendingSet) -> PendingSet:
     from . import component_config
 
     bundle = component_config.collect(services)
-    upload = services.store.open_object(pending.kind, pending.backup_id, component_config.OBJECT_NAME, "config")
+    upload = services.store.open_object(
+        pending.kind, pending.backup_id, component_config.OBJECT_NAME, "config"
+    )
     try:
         upload.write(bundle.to_bytes())
         summary = component_config.summary(bundle, upload.fingerprint_key)
-        entry = upload.finish({"secrets": summary["secret_count"], "parameters": summary["parameter_count"],
-                               "files": summary["file_count"]})
+        entry = upload.finish(
+            {
+                "secrets": summary["secret_count"],
+                "parameters": summary["parameter_count"],
+                "files": summary["file_count"],
+            }
+        )
     except BaseException:
         upload.abort()
         raise
@@ -145,7 +152,9 @@ def add_tokens(services: Services, pending: PendingSet) -> PendingSet:
     return pending
 
 
-def add_component(services: Services, pending: PendingSet, component: str, deadline: float | None = None) -> PendingSet:
+def add_component(
+    services: Services, pending: PendingSet, component: str, deadline: float | None = None
+) -> PendingSet:
     """Add one component (redis may need several calls: see ``pending.redis_done``)."""
     if component == "config":
         return add_config(services, pending)
@@ -162,7 +171,9 @@ def finalize(services: Services, pending: PendingSet) -> BackupResult:
     """Write the manifest, apply retention tagging, emit metrics and audit, release the lock."""
     missing = [c for c in pending.wants if c not in pending.components]
     if missing:
-        raise InvalidInputError(f"cannot finalize {pending.kind} backup: components missing: {', '.join(missing)}")
+        raise InvalidInputError(
+            f"cannot finalize {pending.kind} backup: components missing: {', '.join(missing)}"
+        )
     now = services.clock()
     manifest = Manifest(
         backup_id=pending.backup_id,
@@ -223,15 +234,29 @@ def _after_commit(services: Services, pending: PendingSet, ref: SetRef, result: 
     services.metrics.put("BackupDurationSeconds", "Seconds", result.duration_seconds, pending.kind)
     services.metrics.put("BackupItemCount", "Count", item_count, pending.kind)
     write_audit(
-        services.store.s3, services.settings.bucket, services.settings.kms_key_id, "backup", pending.backup_id,
-        {"kind": pending.kind, "result": "succeeded", "trigger": pending.trigger, "label": pending.label,
-         "size_bytes": result.size_bytes, "objects": result.objects, "duration_seconds": result.duration_seconds,
-         "manifest_key": ref.manifest_key, "requested_by": pending.owner},
+        services.store.s3,
+        services.settings.bucket,
+        services.settings.kms_key_id,
+        "backup",
+        pending.backup_id,
+        {
+            "kind": pending.kind,
+            "result": "succeeded",
+            "trigger": pending.trigger,
+            "label": pending.label,
+            "size_bytes": result.size_bytes,
+            "objects": result.objects,
+            "duration_seconds": result.duration_seconds,
+            "manifest_key": ref.manifest_key,
+            "requested_by": pending.owner,
+        },
     )
     logger.info("backup completed", extra=result.to_dict())
 
 
-def fail(services: Services, pending: PendingSet | None, kind: str, error: str, owner: str | None = None) -> None:
+def fail(
+    services: Services, pending: PendingSet | None, kind: str, error: str, owner: str | None = None
+) -> None:
     """Record a failed backup: metric, audit, remove partial objects, release the lock."""
     validate_kind(kind)
     services.metrics.put("BackupFailed", "Count", 1, kind)
@@ -244,15 +269,28 @@ def fail(services: Services, pending: PendingSet | None, kind: str, error: str, 
         if lock_owner:
             services.state.release(lock_name(kind), lock_owner)
         write_audit(
-            services.store.s3, services.settings.bucket, services.settings.kms_key_id, "backup", backup_id,
-            {"kind": kind, "result": "failed", "error": error[:500],
-             "trigger": pending.trigger if pending else None},
+            services.store.s3,
+            services.settings.bucket,
+            services.settings.kms_key_id,
+            "backup",
+            backup_id,
+            {
+                "kind": kind,
+                "result": "failed",
+                "error": error[:500],
+                "trigger": pending.trigger if pending else None,
+            },
         )
     logger.error("backup failed", extra={"kind": kind, "backup_id": backup_id, "error": error[:500]})
 
 
 def run_backup(
-    services: Services, kind: str, *, owner: str, label: str | None = None, trigger: str | None = None
+    services: Services,
+    kind: str,
+    *,
+    owner: str,
+    label: str | None = None,
+    trigger: str | None = None,
 ) -> BackupResult:
     """Make one complete backup set of ``kind`` in this process (CLI and standalone Lambdas)."""
     pending = begin(services, kind, owner=owner, label=label, trigger=trigger)

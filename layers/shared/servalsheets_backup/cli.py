@@ -53,25 +53,64 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    _add(sub, "list", "List complete backup sets, newest first.", "servalsheets-backup list --kind redis",
-         _kind_option)
-    _add(sub, "show", "Show one backup set's manifest (no secret values).", "servalsheets-backup show latest --kind full",
-         _selector_args)
-    _add(sub, "verify", "Verify a set: manifest authenticity, hashes, full decryption.",
-         "servalsheets-backup verify latest --kind tokens", _selector_args)
-    _add(sub, "decrypt", "Decrypt a set's objects into a directory (offline with --escrow-key).",
-         "servalsheets-backup decrypt 20261125T020000Z-1a2b3c4d --kind config --out ./restore", _decrypt_args)
-    _add(sub, "backup", "Make a backup set now (same code as the scheduled Lambdas).",
-         "servalsheets-backup backup pre-deploy --label v2.0.1", _backup_args)
-    _add(sub, "escrow-keygen", "Create an X25519 escrow key pair for break-glass decryption.",
-         "servalsheets-backup escrow-keygen --out ./escrow", _keygen_args)
+    _add(
+        sub,
+        "list",
+        "List complete backup sets, newest first.",
+        "servalsheets-backup list --kind redis",
+        _kind_option,
+    )
+    _add(
+        sub,
+        "show",
+        "Show one backup set's manifest (no secret values).",
+        "servalsheets-backup show latest --kind full",
+        _selector_args,
+    )
+    _add(
+        sub,
+        "verify",
+        "Verify a set: manifest authenticity, hashes, full decryption.",
+        "servalsheets-backup verify latest --kind tokens",
+        _selector_args,
+    )
+    _add(
+        sub,
+        "decrypt",
+        "Decrypt a set's objects into a directory (offline with --escrow-key).",
+        "servalsheets-backup decrypt 20261125T020000Z-1a2b3c4d --kind config --out ./restore",
+        _decrypt_args,
+    )
+    _add(
+        sub,
+        "backup",
+        "Make a backup set now (same code as the scheduled Lambdas).",
+        "servalsheets-backup backup pre-deploy --label v2.0.1",
+        _backup_args,
+    )
+    _add(
+        sub,
+        "escrow-keygen",
+        "Create an X25519 escrow key pair for break-glass decryption.",
+        "servalsheets-backup escrow-keygen --out ./escrow",
+        _keygen_args,
+    )
     _register_extensions(sub)
     return parser
 
 
-def _add(sub: Any, name: str, purpose: str, example: str, configure: Callable[[argparse.ArgumentParser], None]) -> None:
+def _add(
+    sub: Any,
+    name: str,
+    purpose: str,
+    example: str,
+    configure: Callable[[argparse.ArgumentParser], None],
+) -> None:
     command = sub.add_parser(
-        name, help=purpose, description=purpose, epilog=f"example:\n  {example}",
+        name,
+        help=purpose,
+        description=purpose,
+        epilog=f"example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     configure(command)
@@ -89,7 +128,9 @@ def _selector_args(command: argparse.ArgumentParser) -> None:
 
 def _decrypt_args(command: argparse.ArgumentParser) -> None:
     _selector_args(command)
-    command.add_argument("--out", required=True, type=Path, help="directory to write the plaintext objects into")
+    command.add_argument(
+        "--out", required=True, type=Path, help="directory to write the plaintext objects into"
+    )
     command.add_argument("--escrow-key", type=Path, help="escrow private key (PEM): decrypt without KMS")
 
 
@@ -99,7 +140,9 @@ def _backup_args(command: argparse.ArgumentParser) -> None:
 
 
 def _keygen_args(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--out", required=True, type=Path, help="directory for escrow.pem and escrow.pub.pem")
+    command.add_argument(
+        "--out", required=True, type=Path, help="directory for escrow.pem and escrow.pub.pem"
+    )
 
 
 def _register_extensions(sub: Any) -> None:
@@ -147,8 +190,13 @@ class Output:
 
         enabled = self.stderr.isatty() and not self.as_json
         progress = Progress(
-            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            console=Console(file=self.stderr), disable=not enabled, transient=True,
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(file=self.stderr),
+            disable=not enabled,
+            transient=True,
         )
         return progress, progress.add_task(description, total=total)
 
@@ -164,8 +212,14 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
     """List sets."""
     refs = _services().store.list_sets(args.kind)
     data = [{"kind": r.kind, "backup_id": r.backup_id, "created_at": r.created_at.isoformat()} for r in refs]
-    out.emit(data, lambda: out.table("Backup sets", ["kind", "backup id", "created (UTC)"],
-                                     [(d["kind"], d["backup_id"], d["created_at"]) for d in data]))
+    out.emit(
+        data,
+        lambda: out.table(
+            "Backup sets",
+            ["kind", "backup id", "created (UTC)"],
+            [(d["kind"], d["backup_id"], d["created_at"]) for d in data],
+        ),
+    )
     return EXIT_OK
 
 
@@ -180,8 +234,14 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         out.line(f"{ref.kind} backup {ref.backup_id} created {manifest.created_at} ({manifest.environment})")
         if manifest.label:
             out.line(f"label: {manifest.label}")
-        out.table("Objects", ["name", "component", "plaintext bytes", "stored bytes", "items"],
-                  [(o.name, o.component, o.plaintext_size, o.stored_size, json.dumps(o.items)) for o in manifest.objects])
+        out.table(
+            "Objects",
+            ["name", "component", "plaintext bytes", "stored bytes", "items"],
+            [
+                (o.name, o.component, o.plaintext_size, o.stored_size, json.dumps(o.items))
+                for o in manifest.objects
+            ],
+        )
 
     out.emit(body, human)
     return EXIT_OK
@@ -196,12 +256,17 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         "ok": report.ok,
         "kind": ref.kind,
         "backup_id": ref.backup_id,
-        "checks": [{"object": c.name, "ok": c.ok, "check": c.check, "detail": c.detail} for c in report.checks],
+        "checks": [
+            {"object": c.name, "ok": c.ok, "check": c.check, "detail": c.detail} for c in report.checks
+        ],
     }
 
     def human() -> None:
-        out.table(f"Verify {ref.kind} {ref.backup_id}", ["object", "result", "check", "detail"],
-                  [(c.name, "ok" if c.ok else "FAILED", c.check, c.detail) for c in report.checks])
+        out.table(
+            f"Verify {ref.kind} {ref.backup_id}",
+            ["object", "result", "check", "detail"],
+            [(c.name, "ok" if c.ok else "FAILED", c.check, c.detail) for c in report.checks],
+        )
         out.line("VERIFIED" if report.ok else "VERIFICATION FAILED")
 
     out.emit(data, human)
@@ -230,8 +295,11 @@ def cmd_decrypt(args: argparse.Namespace, out: Output) -> int:
     report = store.verify_set(ref, keyring=keyring)
     failure = report.first_failure()
     if failure is not None or report.manifest is None:
-        raise IntegrityError(failure.name if failure else "manifest", failure.check if failure else "manifest",
-                             failure.detail if failure else "")
+        raise IntegrityError(
+            failure.name if failure else "manifest",
+            failure.check if failure else "manifest",
+            failure.detail if failure else "",
+        )
     written = []
     versions = report.versions()
     for entry in report.manifest.objects:
@@ -242,8 +310,12 @@ def cmd_decrypt(args: argparse.Namespace, out: Output) -> int:
             for chunk in store.read_object(ref, entry, version_id=versions.get(entry.name), keyring=keyring):
                 handle.write(chunk)
         written.append({"object": entry.name, "path": str(target), "bytes": entry.plaintext_size})
-    out.emit({"backup_id": ref.backup_id, "kind": ref.kind, "files": written},
-             lambda: [out.line(f"wrote {w['path']} ({w['bytes']} bytes, mode 0600)") for w in written])
+
+    def human() -> None:
+        for item in written:
+            out.line(f"wrote {item['path']} ({item['bytes']} bytes, mode 0600)")
+
+    out.emit({"backup_id": ref.backup_id, "kind": ref.kind, "files": written}, human)
     return EXIT_OK
 
 
@@ -261,8 +333,8 @@ def cmd_backup(args: argparse.Namespace, out: Output) -> int:
     owner = f"cli:{os.environ.get('USER', 'operator')}@{os.getpid()}"
     result = run_backup(_services(), args.kind, owner=owner, label=args.label, trigger="cli")
     data = result.to_dict()
-    out.emit(data, lambda: out.line(
-        f"{result.kind} backup {result.backup_id}: {result.size_bytes} bytes in {result.duration_seconds:.1f}s"))
+    summary = f"{result.kind} backup {result.backup_id}: {result.size_bytes} bytes"
+    out.emit(data, lambda: out.line(f"{summary} in {result.duration_seconds:.1f}s"))
     return EXIT_OK
 
 
@@ -276,13 +348,25 @@ def cmd_escrow_keygen(args: argparse.Namespace, out: Output) -> int:
     private_path, public_path = args.out / "escrow.pem", args.out / "escrow.pub.pem"
     descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
-        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    public_path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     data = {"private_key": str(private_path), "public_key": str(public_path)}
-    out.emit(data, lambda: out.line(
-        f"wrote {private_path} (keep offline) and {public_path} (set as the EscrowPublicKey parameter)"))
+    out.emit(
+        data,
+        lambda: out.line(
+            f"wrote {private_path} (keep offline) and {public_path} (set as the EscrowPublicKey parameter)"
+        ),
+    )
     return EXIT_OK
 
 
@@ -310,8 +394,11 @@ def program(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: run ``program`` and map errors to exit codes and one stderr line."""
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING"), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "WARNING"),
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return program(sys.argv[1:] if argv is None else argv)
     except BackupSystemError as exc:

@@ -46,7 +46,9 @@ class ConfigBundle:
             "parameter_path": self.parameter_path,
             "parameters": self.parameters,
             "files": {
-                source: None if content is None else {
+                source: None
+                if content is None
+                else {
                     "mode": content.mode,
                     "content_b64": base64.b64encode(content.data).decode("ascii"),
                 }
@@ -63,10 +65,17 @@ class ConfigBundle:
             if document.get("format") != BUNDLE_FORMAT or document.get("version") != 1:
                 raise ValueError("not a version 1 config bundle")
             files = {
-                source: None if raw is None else FileContent(base64.b64decode(raw["content_b64"]), int(raw["mode"]))
+                source: None
+                if raw is None
+                else FileContent(base64.b64decode(raw["content_b64"]), int(raw["mode"]))
                 for source, raw in document["files"].items()
             }
-            return cls(dict(document["secrets"]), dict(document["parameters"]), files, document.get("parameter_path"))
+            return cls(
+                dict(document["secrets"]),
+                dict(document["parameters"]),
+                files,
+                document.get("parameter_path"),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(OBJECT_NAME, "config bundle syntax", "bundle does not parse") from exc
 
@@ -81,7 +90,9 @@ class ConfigBundle:
 def collect(services: Services) -> ConfigBundle:
     """Read the configured secrets, parameters and files as they are now."""
     settings = services.settings
-    secrets = {sid: get_secret_string(services.client("secretsmanager"), sid) for sid in settings.config_secret_ids}
+    secrets = {
+        sid: get_secret_string(services.client("secretsmanager"), sid) for sid in settings.config_secret_ids
+    }
     parameters = (
         parameters_by_path(services.client("ssm"), settings.config_parameter_path)
         if settings.config_parameter_path
@@ -120,7 +131,11 @@ def plan(current: ConfigBundle, backup: ConfigBundle) -> dict[str, list[str]]:
 
 def apply(services: Services, bundle: ConfigBundle, current: ConfigBundle | None = None) -> dict[str, int]:
     """Write ``bundle`` back: secrets, parameters (removing ones the backup lacks) and files."""
-    secrets_client, ssm, s3 = services.client("secretsmanager"), services.client("ssm"), services.client("s3")
+    secrets_client, ssm, s3 = (
+        services.client("secretsmanager"),
+        services.client("ssm"),
+        services.client("s3"),
+    )
     for secret_id, value in bundle.secrets.items():
         put_secret_string(secrets_client, secret_id, value)
     for name, parameter in bundle.parameters.items():
@@ -135,8 +150,12 @@ def apply(services: Services, bundle: ConfigBundle, current: ConfigBundle | None
             delete_source(source, s3)
         else:
             write_source(source, content, s3, services.settings.kms_key_id)
-    return {"secrets": len(bundle.secrets), "parameters": len(bundle.parameters),
-            "files": len(bundle.files), "parameters_removed": removed}
+    return {
+        "secrets": len(bundle.secrets),
+        "parameters": len(bundle.parameters),
+        "files": len(bundle.files),
+        "parameters_removed": removed,
+    }
 
 
 def _extra(current: Mapping[str, Any], wanted: Iterable[str]) -> list[str]:

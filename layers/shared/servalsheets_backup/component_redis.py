@@ -34,7 +34,11 @@ def add_logical_chunk(services: Services, pending: PendingSet, deadline: float |
     upload = services.store.open_object(pending.kind, pending.backup_id, name, "redis")
     try:
         result = dump_keys(
-            client, upload, backup_time_ms=pending.created_ms, cursor=pending.redis_cursor, deadline=deadline
+            client,
+            upload,
+            backup_time_ms=pending.created_ms,
+            cursor=pending.redis_cursor,
+            deadline=deadline,
         )
         entry = upload.finish({"keys": result.keys_written})
     except BaseException:
@@ -53,7 +57,7 @@ def add_logical_chunk(services: Services, pending: PendingSet, deadline: float |
 def _merge_counts(pending: PendingSet, result: Any, url: str) -> None:
     partial = pending.source.get("redis_partial", {})
     counts: dict[str, int] = dict(partial.get("keys_by_prefix", {}))
-    for prefix, count in result.counts_by_prefix.items():
+    for prefix, count in result.prefix_counts.items():
         counts[prefix] = counts.get(prefix, 0) + count
     totals = {
         "mode": "logical",
@@ -63,6 +67,7 @@ def _merge_counts(pending: PendingSet, result: Any, url: str) -> None:
         "keys_vanished": partial.get("keys_vanished", 0) + result.keys_skipped_vanished,
         "keys_by_prefix": counts,
         "chunks": pending.redis_chunks,
+        "source_version": result.source_version,
     }
     if pending.redis_done:
         pending.source.pop("redis_partial", None)
@@ -86,3 +91,112 @@ def with_retries(operation: Any, attempts: int = 4) -> Any:
                 raise
             time.sleep(wait_seconds(attempt))
     return None
+
+
+# -- ElastiCache mode --------------------------------------------------------------------
+STAGING_PREFIX = "staging/"
+
+
+def staging_prefix(backup_id: str) -> str:
+    """Where the ElastiCache export of one backup lands before ingestion."""
+    return f"{STAGING_PREFIX}{backup_id}/"
+
+
+def _exporter(services: Services) -> Any:
+    from .adapters.elasticache import AwsSnapshotExporter
+
+    if services.snapshot_exporter is not None:
+        return services.snapshot_exporter
+    return AwsSnapshotExporter(services.client("elasticache"), bool(services.settings.serverless_cache_name))
+
+
+def expected_shards(services: Services) -> int:
+    """How many .rdb files the export of the configured replication group produces."""
+    group = services.settings.replication_group_id
+    if not group:
+        return 1
+    groups = services.client("elasticache").describe_replication_groups(ReplicationGroupId=group)
+    node_groups = groups["ReplicationGroups"][0].get("NodeGroups") or [{}]
+    return max(1, len(node_groups))
+
+
+def start_export(services: Services, pending: PendingSet, snapshot: str) -> PendingSet:
+    """Export the finished snapshot to the staging prefix (the state machine then polls)."""
+    _exporter(services).export(snapshot, services.settings.bucket, staging_prefix(pending.backup_id))
+    pending.source["snapshot_name"] = snapshot
+    pending.source["expected_shards"] = expected_shards(services)
+    return pending
+
+
+def _staged_rdb_keys(services: Services, pending: PendingSet) -> list[str]:
+    s3 = services.store.s3
+    listing = s3.list_objects_v2(Bucket=services.settings.bucket, Prefix=staging_prefix(pending.backup_id))
+    return sorted(item["Key"] for item in listing.get("Contents", []) if item["Key"].endswith(".rdb"))
+
+
+def ingest_exports(services: Services, pending: PendingSet) -> tuple[PendingSet, bool]:
+    """Once every shard's .rdb is staged, validate and encrypt each into the set; (pending, done)."""
+    keys = _staged_rdb_keys(services, pending)
+    if len(keys) < int(pending.source.get("expected_shards", 1)):
+        return pending, False
+    shards = [_ingest_one(services, pending, key, index) for index, key in enumerate(keys, start=1)]
+    for key in keys:
+        services.store.s3.delete_object(Bucket=services.settings.bucket, Key=key)
+    pending.components["redis"] = {
+        "mode": "elasticache",
+        "snapshot_name": pending.source.get("snapshot_name"),
+        "replication_group_id": services.settings.replication_group_id,
+        "serverless_cache_name": services.settings.serverless_cache_name,
+        "backup_time_ms": pending.created_ms,
+        "shards": shards,
+    }
+    pending.redis_done = True
+    return pending, True
+
+
+def _ingest_one(services: Services, pending: PendingSet, key: str, index: int) -> dict[str, Any]:
+    from .adapters.s3 import S3ObjectReader
+    from .rdb import RdbValidator
+
+    name = f"redis/shard-{index:04d}.rdb"
+    validator = RdbValidator(key.rsplit("/", 1)[-1])
+    reader = S3ObjectReader(services.store.s3, services.settings.bucket, key)
+    upload = services.store.open_object(pending.kind, pending.backup_id, name, "redis")
+    try:
+        for chunk in reader.chunks():
+            validator.update(chunk)
+            upload.write(chunk)
+        info = validator.finish()
+        entry = upload.finish({"rdb_files": 1})
+    except BaseException:
+        upload.abort()
+        raise
+    finally:
+        reader.close()
+    pending.add(entry)
+    return {
+        "object": name,
+        "rdb_version": info.version,
+        "size": info.size,
+        "checksum_verified": info.checksum_verified,
+    }
+
+
+def prune_snapshots(services: Services, keep: str) -> list[str]:
+    """Delete this system's snapshots older than the redis retention; never ``keep`` or the newest."""
+    from datetime import UTC, datetime, timedelta
+
+    from .adapters.elasticache import delete_snapshot, list_own_snapshots
+
+    group = services.settings.replication_group_id
+    if not group:
+        return []
+    elasticache = services.client("elasticache")
+    snapshots = list_own_snapshots(elasticache, group)
+    cutoff = datetime.now(UTC) - timedelta(days=services.settings.redis_retention_days)
+    deleted = []
+    for info in snapshots[1:]:
+        if info.name != keep and info.created is not None and info.created < cutoff:
+            delete_snapshot(elasticache, info.name)
+            deleted.append(info.name)
+    return deleted

@@ -308,9 +308,7 @@ def decrypt_stream(stream: BinaryIO, resolve_key: KeyResolver, subject: str) -> 
         raise IntegrityError(subject, "decompression", "compressed stream ended early")
 
 
-def _open_segments(
-    stream: BinaryIO, header: EnvelopeHeader, aead: AESGCM, subject: str
-) -> Iterator[bytes]:
+def _open_segments(stream: BinaryIO, header: EnvelopeHeader, aead: AESGCM, subject: str) -> Iterator[bytes]:
     sealed_size = header.segment_size + TAG_BYTES
     counter = 0
     current = _read_exact(stream, sealed_size)
@@ -341,7 +339,9 @@ def _open_one(
             pass
         else:
             raise IntegrityError(
-                subject, "truncation", f"object ends after segment {counter}; its final segment is missing"
+                subject,
+                "truncation",
+                f"object ends after segment {counter}; its final segment is missing",
             ) from None
     raise IntegrityError(
         subject,
@@ -351,7 +351,11 @@ def _open_one(
 
 
 def encrypt_bytes(
-    data: bytes | Iterable[bytes], sink: ByteSink, data_key: DataKey, context: Mapping[str, str], **options: Any
+    data: bytes | Iterable[bytes],
+    sink: ByteSink,
+    data_key: DataKey,
+    context: Mapping[str, str],
+    **options: Any,
 ) -> ObjectDigest:
     """Seal ``data`` (bytes or an iterable of chunks) into ``sink``."""
     writer = EnvelopeWriter(sink, data_key, context, **options)

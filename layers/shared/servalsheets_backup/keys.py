@@ -181,7 +181,9 @@ class EscrowKeyring:
         fingerprint = EscrowRecipient(self._private_key.public_key()).fingerprint()
         entries = [w for w in wrapped if w.get("recipient") == fingerprint]
         if not entries:
-            raise IntegrityError(_subject(context), "escrow key", "no data key is wrapped for this escrow key")
+            raise IntegrityError(
+                _subject(context), "escrow key", "no data key is wrapped for this escrow key"
+            )
         entry = entries[0]
         aad = canonical_json(dict(context))
         try:
@@ -211,7 +213,11 @@ class KmsKeyring:
         )
         plaintext: bytes = response["Plaintext"]
         wrapped: list[WrappedKey] = [
-            {"type": WRAP_KMS, "key_id": response["KeyId"], "blob": b64encode(response["CiphertextBlob"])}
+            {
+                "type": WRAP_KMS,
+                "key_id": response["KeyId"],
+                "blob": b64encode(response["CiphertextBlob"]),
+            }
         ]
         if self._escrow is not None:
             wrapped.append(self._escrow.wrap(plaintext, context))
@@ -268,10 +274,14 @@ class LocalKeyring:
         """Unwrap the local copy; the context is the AEAD's associated data."""
         entries = [w for w in wrapped if w.get("type") == WRAP_LOCAL]
         if not entries:
-            raise IntegrityError(_subject(context), "wrapped key", "no locally wrapped data key in the header")
+            raise IntegrityError(
+                _subject(context), "wrapped key", "no locally wrapped data key in the header"
+            )
         try:
             return self._aead.decrypt(
-                b64decode(entries[0]["nonce"]), b64decode(entries[0]["blob"]), canonical_json(dict(context))
+                b64decode(entries[0]["nonce"]),
+                b64decode(entries[0]["blob"]),
+                canonical_json(dict(context)),
             )
         except Exception as exc:  # InvalidTag, bad base64, wrong types: all mean not authentic
             raise IntegrityError(_subject(context), "wrapped key", "data key rejected") from exc

@@ -77,7 +77,11 @@ class StateTable:
         try:
             self._db.put_item(
                 TableName=self._table,
-                Item={"pk": {"S": f"idem#{key}"}, "value": {"S": value}, "expires_at": {"N": str(now + seconds)}},
+                Item={
+                    "pk": {"S": f"idem#{key}"},
+                    "value": {"S": value},
+                    "expires_at": {"N": str(now + seconds)},
+                },
                 ConditionExpression="attribute_not_exists(pk)",
             )
             return value
@@ -86,3 +90,18 @@ class StateTable:
                 raise
         item = self._db.get_item(TableName=self._table, Key={"pk": {"S": f"idem#{key}"}}, ConsistentRead=True)
         return str(item["Item"]["value"]["S"])
+
+    def put_marker(self, name: str, value: float) -> None:
+        """Record a timestamp-like number under ``name`` (e.g. the last successful verification)."""
+        self._db.put_item(
+            TableName=self._table,
+            Item={"pk": {"S": f"marker#{name}"}, "value": {"N": repr(float(value))}},
+        )
+
+    def get_marker(self, name: str) -> float | None:
+        """The number recorded under ``name``, or None."""
+        item = self._db.get_item(
+            TableName=self._table, Key={"pk": {"S": f"marker#{name}"}}, ConsistentRead=True
+        )
+        raw = item.get("Item", {}).get("value", {}).get("N")
+        return float(raw) if raw is not None else None

@@ -158,7 +158,11 @@ def seal_manifest(manifest: Manifest, keyring: Keyring) -> bytes:
     data_key = keyring.new_data_key(context)
     salt = secrets.token_bytes(32)
     body = manifest.body()
-    auth_header = {"alg": "HMAC-SHA256/HKDF-SHA256", "salt": b64encode(salt), "wrapped_keys": data_key.wrapped}
+    auth_header = {
+        "alg": "HMAC-SHA256/HKDF-SHA256",
+        "salt": b64encode(salt),
+        "wrapped_keys": data_key.wrapped,
+    }
     mac = hmac.new(_mac_key(data_key.plaintext, salt), _mac_input(body, auth_header), sha256).hexdigest()
     document = {"manifest": body, "auth": {**auth_header, "mac": mac}}
     return json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
@@ -168,9 +172,7 @@ def _mac_input(body: Mapping[str, Any], auth_header: Mapping[str, Any]) -> bytes
     return canonical_json({"manifest": body, "auth": auth_header})
 
 
-def open_manifest(
-    data: bytes, keyring: Keyring, *, backup_id: str, kind: str, environment: str
-) -> Manifest:
+def open_manifest(data: bytes, keyring: Keyring, *, backup_id: str, kind: str, environment: str) -> Manifest:
     """Parse and authenticate manifest bytes found at the location of ``backup_id``/``kind``."""
     try:
         document = json.loads(data)

@@ -61,7 +61,9 @@ class Services:
         if self.settings.redis_url:
             return self.settings.redis_url
         if self.settings.redis_url_secret_id:
-            return secret_field(self.client("secretsmanager"), self.settings.redis_url_secret_id, (ENV_REDIS_URL,))
+            return secret_field(
+                self.client("secretsmanager"), self.settings.redis_url_secret_id, (ENV_REDIS_URL,)
+            )
         raise ConfigurationError("set REDIS_URL or REDIS_URL_SECRET_ID to back up or restore Redis")
 
     def token_key_text(self) -> str:

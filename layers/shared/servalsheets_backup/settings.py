@@ -26,6 +26,7 @@ ENV_REDIS_URL = "REDIS_URL"
 ENV_REDIS_URL_SECRET_ID = "REDIS_URL_SECRET_ID"
 ENV_REPLICATION_GROUP_ID = "ELASTICACHE_REPLICATION_GROUP_ID"
 ENV_SERVERLESS_CACHE_NAME = "ELASTICACHE_SERVERLESS_CACHE_NAME"
+ENV_REDIS_RETENTION_DAYS = "REDIS_RETENTION_DAYS"
 # Token store
 ENV_TOKEN_STORE_PATH = "GOOGLE_TOKEN_STORE_PATH"
 ENV_ENCRYPTION_KEY = "ENCRYPTION_KEY"
@@ -65,6 +66,7 @@ class Settings:
     redis_url_secret_id: str | None = None
     replication_group_id: str | None = None
     serverless_cache_name: str | None = None
+    redis_retention_days: int = 7
     token_store_path: str | None = None
     token_key: str | None = field(default=None, repr=False)
     token_key_secret_id: str | None = None
@@ -97,6 +99,9 @@ class Settings:
         redis_mode = env.get(ENV_REDIS_MODE, "logical").strip() or "logical"
         if redis_mode not in REDIS_MODES:
             raise ConfigurationError(f"{ENV_REDIS_MODE} must be one of {', '.join(REDIS_MODES)}")
+        retention = env.get(ENV_REDIS_RETENTION_DAYS, "7").strip() or "7"
+        if not retention.isdigit() or int(retention) < 1:
+            raise ConfigurationError(f"{ENV_REDIS_RETENTION_DAYS} must be a whole number of days >= 1")
         parameter_path = env.get(ENV_CONFIG_PARAMETER_PATH) or None
         if parameter_path and not parameter_path.startswith("/"):
             raise ConfigurationError(f"{ENV_CONFIG_PARAMETER_PATH} must start with '/'")
@@ -112,6 +117,7 @@ class Settings:
             redis_url_secret_id=env.get(ENV_REDIS_URL_SECRET_ID) or None,
             replication_group_id=env.get(ENV_REPLICATION_GROUP_ID) or None,
             serverless_cache_name=env.get(ENV_SERVERLESS_CACHE_NAME) or None,
+            redis_retention_days=int(retention),
             token_store_path=env.get(ENV_TOKEN_STORE_PATH) or None,
             token_key=env.get(ENV_ENCRYPTION_KEY) or env.get(ENV_TOKEN_STORE_KEY) or None,
             token_key_secret_id=env.get(ENV_TOKEN_KEY_SECRET_ID) or None,

@@ -106,7 +106,12 @@ class ObjectUpload:
     """An object being written: an envelope streaming into a multipart upload."""
 
     def __init__(
-        self, sink: MultipartSink, writer: EnvelopeWriter, name: str, component: str, fingerprint: bytes
+        self,
+        sink: MultipartSink,
+        writer: EnvelopeWriter,
+        name: str,
+        component: str,
+        fingerprint: bytes,
     ) -> None:
         self.fingerprint_key = fingerprint
         self._sink = sink
@@ -151,14 +156,24 @@ class BackupStore:
         _check_object_name(name)
         context = encryption_context(backup_id, kind, name, self.environment)
         sink = MultipartSink(
-            self.s3, self.bucket, set_prefix(kind, backup_id) + name, kms_key_id=self.kms_key_id, tags=NOT_EXPIRABLE
+            self.s3,
+            self.bucket,
+            set_prefix(kind, backup_id) + name,
+            kms_key_id=self.kms_key_id,
+            tags=NOT_EXPIRABLE,
         )
         data_key = self.keyring.new_data_key(context)
         writer = EnvelopeWriter(sink, data_key, context)
         return ObjectUpload(sink, writer, name, component, fingerprint_key(data_key.plaintext))
 
     def write_object(
-        self, kind: str, backup_id: str, name: str, component: str, data: bytes, items: Mapping[str, Any]
+        self,
+        kind: str,
+        backup_id: str,
+        name: str,
+        component: str,
+        data: bytes,
+        items: Mapping[str, Any],
     ) -> ObjectEntry:
         """Write a small object in one go."""
         upload = self.open_object(kind, backup_id, name, component)
@@ -185,7 +200,12 @@ class BackupStore:
         key = set_prefix(manifest.kind, manifest.backup_id) + MANIFEST_NAME
         body = seal_manifest(manifest, self.keyring)
         sink = MultipartSink(
-            self.s3, self.bucket, key, kms_key_id=self.kms_key_id, tags=NOT_EXPIRABLE, content_type="application/json"
+            self.s3,
+            self.bucket,
+            key,
+            kms_key_id=self.kms_key_id,
+            tags=NOT_EXPIRABLE,
+            content_type="application/json",
         )
         sink.write(body)
         sink.close()
@@ -240,7 +260,9 @@ class BackupStore:
         for ref in self.list_sets(kind):
             if ref.created_at <= as_of:
                 return ref
-        raise BackupNotFoundError(f"no complete backup of kind {kind or 'any'} at or before {as_of.isoformat()}")
+        raise BackupNotFoundError(
+            f"no complete backup of kind {kind or 'any'} at or before {as_of.isoformat()}"
+        )
 
     # -- reading and verifying -----------------------------------------------------------
     def load_manifest(self, ref: SetRef) -> Manifest:
@@ -250,10 +272,17 @@ class BackupStore:
             data = reader.read()
         finally:
             reader.close()
-        return open_manifest(data, self.keyring, backup_id=ref.backup_id, kind=ref.kind, environment=self.environment)
+        return open_manifest(
+            data, self.keyring, backup_id=ref.backup_id, kind=ref.kind, environment=self.environment
+        )
 
     def read_object(
-        self, ref: SetRef, entry: ObjectEntry, *, version_id: str | None = None, keyring: Keyring | None = None
+        self,
+        ref: SetRef,
+        entry: ObjectEntry,
+        *,
+        version_id: str | None = None,
+        keyring: Keyring | None = None,
     ) -> Iterator[bytes]:
         """Yield the plaintext of ``entry``, checking stored and plaintext hashes at the end.
 
@@ -281,7 +310,11 @@ class BackupStore:
         _compare(entry.name, "plaintext SHA-256", plain_sha.hexdigest(), entry.plaintext_sha256)
 
     def verify_set(
-        self, ref: SetRef, *, progress: Callable[[int], None] | None = None, keyring: Keyring | None = None
+        self,
+        ref: SetRef,
+        *,
+        progress: Callable[[int], None] | None = None,
+        keyring: Keyring | None = None,
     ) -> VerifyReport:
         """Authenticate the manifest, then fully decrypt and hash every object."""
         report = VerifyReport(ref)
@@ -303,13 +336,19 @@ class BackupStore:
             data = reader.read()
         finally:
             reader.close()
-        return open_manifest(data, keyring, backup_id=ref.backup_id, kind=ref.kind, environment=self.environment)
+        return open_manifest(
+            data, keyring, backup_id=ref.backup_id, kind=ref.kind, environment=self.environment
+        )
 
     def _verify_object(
-        self, ref: SetRef, entry: ObjectEntry, progress: Callable[[int], None] | None, keyring: Keyring | None
+        self,
+        ref: SetRef,
+        entry: ObjectEntry,
+        progress: Callable[[int], None] | None,
+        keyring: Keyring | None,
     ) -> ObjectCheck:
         version = self._current_version(ref, entry)
-        if version is False:
+        if version is None:
             return ObjectCheck(entry.name, False, "presence", "object listed in the manifest is missing")
         try:
             for chunk in self.read_object(ref, entry, version_id=version or None, keyring=keyring):
@@ -319,12 +358,13 @@ class BackupStore:
             return ObjectCheck(entry.name, False, exc.check, exc.detail, version or None)
         return ObjectCheck(entry.name, True, "hashes and decryption", version_id=version or None)
 
-    def _current_version(self, ref: SetRef, entry: ObjectEntry) -> str | bool:
+    def _current_version(self, ref: SetRef, entry: ObjectEntry) -> str | None:
+        """The current version id ('' when unversioned), or None when the object is missing."""
         try:
             head = self.s3.head_object(Bucket=self.bucket, Key=ref.prefix + entry.name)
         except Exception as exc:
             if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return False
+                return None
             raise
         return str(head.get("VersionId") or "")
 
@@ -371,7 +411,9 @@ class BackupStore:
 
     def _tag(self, key: str, value: str) -> None:
         self.s3.put_object_tagging(
-            Bucket=self.bucket, Key=key, Tagging={"TagSet": [{"Key": EXPIRABLE_TAG, "Value": value}]}
+            Bucket=self.bucket,
+            Key=key,
+            Tagging={"TagSet": [{"Key": EXPIRABLE_TAG, "Value": value}]},
         )
 
 

@@ -60,7 +60,9 @@ def read_source(source: str, s3: Any | None = None) -> FileContent | None:
     return FileContent(path.read_bytes(), stat.S_IMODE(info.st_mode))
 
 
-def write_source(source: str, content: FileContent, s3: Any | None = None, kms_key_id: str | None = None) -> None:
+def write_source(
+    source: str, content: FileContent, s3: Any | None = None, kms_key_id: str | None = None
+) -> None:
     """Write a file source atomically (temp file, fsync, rename) with its mode."""
     if source.startswith("s3://"):
         if s3 is None:

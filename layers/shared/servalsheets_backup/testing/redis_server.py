@@ -68,9 +68,25 @@ def start_redis(password: str | None = None, extra_args: list[str] | None = None
     for _attempt in range(5):
         port = free_port()
         args = [
-            binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-            "--dir", str(workdir), "--daemonize", "no", "--protected-mode", "yes",
-            "--repl-diskless-sync-delay", "0", "--loglevel", "warning",
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--loglevel",
+            "warning",
         ]
         if password:
             args += ["--requirepass", password]

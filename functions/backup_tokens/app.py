@@ -1,0 +1,22 @@
+"""Back up the token store: into a pending set (state machine) or as a standalone set."""
+
+from typing import Any
+
+from servalsheets_backup import backup, backup_steps
+from servalsheets_backup.handler_support import logger, owner_of, require_object, services, tracer
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """With ``pending``: add the token store and return the pending set; else run a whole set."""
+    event = require_object(event)
+    if "pending" in event:
+        return backup_steps.add_tokens(services(), event)
+    result = backup.run_backup(
+        services(),
+        "tokens",
+        owner=owner_of(event, context),
+        trigger=str(event.get("trigger", "manual")),
+    )
+    return result.to_dict()

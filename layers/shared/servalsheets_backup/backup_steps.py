@@ -1,0 +1,131 @@
+"""The backup state machine's steps: event in, domain call, small JSON out.
+
+Each function here is what one Lambda handler calls. Results are trimmed to what the next
+state needs: no timestamps, no large payloads, never secret values.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import backup, component_redis
+from .adapters.elasticache import snapshot_name
+from .backup import PendingSet
+from .errors import InvalidInputError
+from .manifest import KIND_COMPONENTS
+from .schemas import BackupRequest, parse
+from .services import Services
+
+
+def _request(event: dict[str, Any]) -> BackupRequest:
+    raw = event.get("request", event)
+    if isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if k != "execution_id"}
+    request: BackupRequest = parse(BackupRequest, raw, "backup request")
+    return request
+
+
+def _pending(event: dict[str, Any]) -> PendingSet:
+    if "pending" not in event:
+        raise InvalidInputError("this step needs the 'pending' set returned by begin_backup")
+    return PendingSet.from_dict(event["pending"])
+
+
+def begin(services: Services, event: dict[str, Any], owner: str) -> dict[str, Any]:
+    """Validate the request, take the lock, allocate the id, and plan the components."""
+    request = _request(event)
+    pending = backup.begin(
+        services,
+        request.kind,
+        owner=owner,
+        label=request.label,
+        trigger=request.trigger,
+        idempotency_key=event.get("execution_id"),
+    )
+    if request.requested_by:
+        pending.source["requested_by"] = request.requested_by
+    components = KIND_COMPONENTS[request.kind]
+    settings = services.settings
+    return {
+        "request": request.model_dump(),
+        "pending": pending.to_dict(),
+        "plan": {
+            "config": "config" in components,
+            "tokens": "tokens" in components,
+            "redis": "redis" in components,
+            "redis_mode": settings.redis_mode,
+            "serverless": bool(settings.serverless_cache_name),
+            "replication_group_id": settings.replication_group_id or "",
+            "snapshot_name": snapshot_name(pending.backup_id),
+            "poll_seconds": request.poll_seconds,
+        },
+    }
+
+
+def add_config(services: Services, event: dict[str, Any]) -> dict[str, Any]:
+    """Add the config component to the pending set."""
+    return backup.add_config(services, _pending(event)).to_dict()
+
+
+def add_tokens(services: Services, event: dict[str, Any]) -> dict[str, Any]:
+    """Add the token store to the pending set."""
+    return backup.add_tokens(services, _pending(event)).to_dict()
+
+
+def dump_redis(services: Services, event: dict[str, Any], deadline: float | None) -> dict[str, Any]:
+    """Dump one chunk of keys (the state machine loops until ``redis_done``)."""
+    return component_redis.add_logical_chunk(services, _pending(event), deadline).to_dict()
+
+
+def export_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
+    """Start exporting the finished ElastiCache snapshot to the staging prefix."""
+    name = event.get("snapshot_name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError("export_snapshot needs 'snapshot_name'")
+    return component_redis.start_export(services, _pending(event), name).to_dict()
+
+
+def ingest_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
+    """Ingest the staged .rdb files if all have arrived (``redis_done`` says whether they had)."""
+    pending, _ready = component_redis.ingest_exports(services, _pending(event))
+    return pending.to_dict()
+
+
+def finalize(services: Services, event: dict[str, Any]) -> dict[str, Any]:
+    """Write the manifest and report the result; prune old snapshots in ElastiCache mode."""
+    pending = _pending(event)
+    result = backup.finalize(services, pending)
+    pruned: list[str] = []
+    if pending.components.get("redis", {}).get("mode") == "elasticache":
+        pruned = component_redis.prune_snapshots(services, keep=str(pending.source.get("snapshot_name", "")))
+    return {**result.to_dict(), "snapshots_pruned": pruned}
+
+
+def fail(services: Services, event: dict[str, Any], owner: str) -> dict[str, Any]:
+    """Record a failed run: metric, audit record, partial objects removed, lock released."""
+    event = event.get("state", event) if isinstance(event.get("state"), dict) else event
+    raw_pending = event.get("pending")
+    pending = PendingSet.from_dict(raw_pending) if isinstance(raw_pending, dict) else None
+    request = event.get("request")
+    if not isinstance(request, dict):
+        request = event
+    kind = pending.kind if pending else str(request.get("kind", ""))
+    error = describe_error(event.get("error"))
+    if kind not in KIND_COMPONENTS:
+        return {"recorded": False, "error": error}
+    backup.fail(services, pending, kind, error, owner=owner)
+    return {"recorded": True, "kind": kind, "error": error}
+
+
+def describe_error(error: Any) -> str:
+    """A one-line description of a Step Functions Catch result ``{"Error", "Cause"}``."""
+    if not isinstance(error, dict):
+        return "unknown error"
+    name = str(error.get("Error", "Error"))
+    cause = error.get("Cause", "")
+    try:
+        message = json.loads(cause).get("errorMessage", "") if isinstance(cause, str) and cause else ""
+    except ValueError:
+        message = ""
+    return f"{name}: {message}"[:500] if message else name

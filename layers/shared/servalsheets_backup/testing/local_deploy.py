@@ -1,0 +1,555 @@
+"""Deploy template.yaml into moto: translate with aws-sam-translator, then create each resource.
+
+moto's CloudFormation skips or half-creates several resource types (see shared/local-aws.md),
+so every resource is created through the service APIs from the translated template's own
+values: the template stays the single source of truth for names, settings and wiring.
+Resource types moto cannot enforce (bucket policies) are recorded as skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..adapters import aws
+from .intrinsics import NO_VALUE, Resolver
+from .lambda_runner import LambdaRunner
+
+ACCOUNT = "123456789012"
+ARTIFACTS = "local-artifacts"
+_REF_PATTERN = re.compile(r"\$\{([A-Za-z0-9]+)")
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that turns CloudFormation short tags (!Ref, !Sub, ...) into their long form."""
+
+
+def _short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    name = "Ref" if suffix == "Ref" else ("Condition" if suffix == "Condition" else f"Fn::{suffix}")
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _short_tag)
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    """Read a CloudFormation/SAM YAML template with short-form intrinsics."""
+    document: dict[str, Any] = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506
+    return document
+
+
+class _EmptyPolicyLoader:
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def translate(
+    template: dict[str, Any], parameters: dict[str, Any], region: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """SAM -> CloudFormation offline; local CodeUri/DefinitionUri become S3 placeholders.
+
+    Returns the translated template and a map placeholder key -> local path.
+    """
+    import os
+
+    from samtranslator.translator.transform import transform
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", region)
+    sam = copy.deepcopy(template)
+    local_paths: dict[str, str] = {}
+    for resource in sam.get("Resources", {}).values():
+        properties = resource.get("Properties", {})
+        for uri_field in ("CodeUri", "ContentUri", "DefinitionUri"):
+            value = properties.get(uri_field)
+            if isinstance(value, str) and not value.startswith("s3://"):
+                key = value.strip("/").replace("/", "__")
+                local_paths[key] = value
+                properties[uri_field] = {"Bucket": ARTIFACTS, "Key": key}
+    translated = transform(sam, parameters, _EmptyPolicyLoader())
+    return translated, local_paths
+
+
+@dataclass
+class Deployment:
+    """What was created: physical ids and attributes by logical id, plus what was skipped."""
+
+    template: dict[str, Any]
+    physical: dict[str, str] = field(default_factory=dict)
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+    properties: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    function_folders: dict[str, str] = field(default_factory=dict)
+
+    def resources_of(self, resource_type: str) -> list[str]:
+        """Logical ids of created resources of one type."""
+        return [
+            lid
+            for lid, res in self.template["Resources"].items()
+            if res["Type"] == resource_type and lid in self.physical
+        ]
+
+
+class LocalDeployer:
+    """Creates the translated template's resources in moto, in dependency order."""
+
+    def __init__(
+        self,
+        repo_root: Path,
+        stack_name: str,
+        parameters: dict[str, Any],
+        region: str = "us-east-1",
+    ) -> None:
+        self.repo_root = repo_root
+        self.stack_name = stack_name
+        self.parameters = parameters
+        self.region = region
+
+    def deploy(self, runner: LambdaRunner) -> Deployment:
+        """Translate, resolve and create every resource; register handlers with ``runner``."""
+        template = load_template(self.repo_root / "template.yaml")
+        parameters = self._parameters(template)
+        translated, local_paths = translate(template, parameters, self.region)
+        deployment = Deployment(translated)
+        resolver = Resolver(
+            parameters,
+            self._pseudo(),
+            translated.get("Conditions", {}),
+            lambda logical, attribute: _attribute(deployment, logical, attribute),
+        )
+        for logical_id in _order(translated["Resources"]):
+            resource = translated["Resources"][logical_id]
+            if "Condition" in resource and not resolver.condition(resource["Condition"]):
+                continue
+            properties = resolver.resolve(resource.get("Properties", {}))
+            deployment.properties[logical_id] = properties
+            create = _CREATORS.get(resource["Type"])
+            if create is None:
+                deployment.skipped[logical_id] = resource["Type"]
+                continue
+            create(self, deployment, logical_id, properties, local_paths, runner)
+        for name, output in translated.get("Outputs", {}).items():
+            if "Condition" in output and not resolver.condition(output["Condition"]):
+                continue
+            value = resolver.resolve(output["Value"])
+            if value is not NO_VALUE:
+                deployment.outputs[name] = value
+        return deployment
+
+    def _parameters(self, template: dict[str, Any]) -> dict[str, Any]:
+        values = {name: spec.get("Default") for name, spec in template.get("Parameters", {}).items()}
+        values.update(self.parameters)
+        unknown = set(self.parameters) - set(template.get("Parameters", {}))
+        if unknown:
+            raise ValueError(f"unknown template parameters: {', '.join(sorted(unknown))}")
+        for name, spec in template.get("Parameters", {}).items():
+            if spec.get("Type") == "CommaDelimitedList" and isinstance(values.get(name), str):
+                values[name] = [item for item in values[name].split(",") if item] if values[name] else [""]
+        return values
+
+    def _pseudo(self) -> dict[str, str]:
+        return {
+            "AWS::Region": self.region,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::StackName": self.stack_name,
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackId": f"arn:aws:cloudformation:{self.region}:{ACCOUNT}:stack/{self.stack_name}/local",
+        }
+
+    def generated_name(self, logical_id: str, limit: int = 64, lower: bool = False) -> str:
+        """A physical name like CloudFormation's: stack-LogicalId-suffix."""
+        name = f"{self.stack_name}-{logical_id}"[: limit - 7] + "-local1"
+        return name.lower() if lower else name
+
+
+def _references(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                found.add(value[0] if isinstance(value, list) else str(value).split(".")[0])
+            elif key == "Fn::Sub":
+                text = value if isinstance(value, str) else value[0]
+                found.update(_REF_PATTERN.findall(text))
+                found |= _references(value)
+            elif key == "DependsOn":
+                found.update([value] if isinstance(value, str) else value)
+            else:
+                found |= _references(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _references(item)
+    return found
+
+
+def _order(resources: dict[str, Any]) -> list[str]:
+    ordered: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(logical_id: str) -> None:
+        if logical_id in ordered or logical_id not in resources:
+            return
+        if logical_id in visiting:
+            raise ValueError(f"circular dependency at {logical_id}")
+        visiting.add(logical_id)
+        for dependency in sorted(_references(resources[logical_id])):
+            visit(dependency)
+        visiting.discard(logical_id)
+        ordered.append(logical_id)
+
+    for logical_id in resources:
+        visit(logical_id)
+    return ordered
+
+
+def _attribute(deployment: Deployment, logical_id: str, attribute: str | None) -> Any:
+    if logical_id not in deployment.physical:
+        return f"unresolved:{logical_id}"  # a resource moto cannot create (skipped or conditional)
+    if attribute is None:
+        return deployment.physical[logical_id]
+    return deployment.attributes.get(logical_id, {}).get(attribute, f"unresolved:{logical_id}.{attribute}")
+
+
+# -- creators ----------------------------------------------------------------------------
+Creator = Callable[[LocalDeployer, Deployment, str, dict[str, Any], dict[str, str], LambdaRunner], None]
+
+
+def _kms_key(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    _l: dict[str, str],
+    _r: LambdaRunner,
+) -> None:
+    kms = aws.client("kms")
+    key = kms.create_key(Description=p.get("Description", lid), Policy=json.dumps(p.get("KeyPolicy", {})))
+    key_id = key["KeyMetadata"]["KeyId"]
+    if p.get("EnableKeyRotation"):
+        kms.enable_key_rotation(KeyId=key_id)
+    dep.physical[lid] = key_id
+    dep.attributes[lid] = {"Arn": key["KeyMetadata"]["Arn"], "KeyId": key_id}
+
+
+def _kms_alias(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    _l: dict[str, str],
+    _r: LambdaRunner,
+) -> None:
+    aws.client("kms").create_alias(AliasName=p["AliasName"], TargetKeyId=p["TargetKeyId"])
+    dep.physical[lid] = p["AliasName"]
+
+
+def _bucket(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    _l: dict[str, str],
+    _r: LambdaRunner,
+) -> None:
+    s3 = aws.client("s3")
+    name = p.get("BucketName") or d.generated_name(lid, 63, lower=True)
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=bool(p.get("ObjectLockEnabled")))
+    if "VersioningConfiguration" in p:
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration=p["VersioningConfiguration"])
+    if "BucketEncryption" in p:
+        s3.put_bucket_encryption(
+            Bucket=name,
+            ServerSideEncryptionConfiguration={
+                "Rules": p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+            },
+        )
+    if "PublicAccessBlockConfiguration" in p:
+        s3.put_public_access_block(
+            Bucket=name, PublicAccessBlockConfiguration=p["PublicAccessBlockConfiguration"]
+        )
+    if "LifecycleConfiguration" in p:
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=name, LifecycleConfiguration=_lifecycle(p["LifecycleConfiguration"])
+        )
+    if p.get("ObjectLockConfiguration"):
+        s3.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration=p["ObjectLockConfiguration"])
+    dep.physical[lid] = name
+    dep.attributes[lid] = {"Arn": f"arn:aws:s3:::{name}", "DomainName": f"{name}.s3.amazonaws.com"}
+
+
+def _lifecycle(config: dict[str, Any]) -> dict[str, Any]:
+    """CloudFormation's lifecycle property names -> the S3 API's."""
+    rules = []
+    for rule in config.get("Rules", []):
+        api: dict[str, Any] = {
+            "ID": rule.get("Id", "rule"),
+            "Status": rule.get("Status", "Enabled"),
+        }
+        filter_: dict[str, Any] = {}
+        tags = [{"Key": t["Key"], "Value": t["Value"]} for t in rule.get("TagFilters", [])]
+        prefix = rule.get("Prefix")
+        if tags:
+            filter_ = (
+                {"And": {"Prefix": prefix or "", "Tags": tags}}
+                if (prefix or len(tags) > 1)
+                else {"Tag": tags[0]}
+            )
+        else:
+            filter_ = {"Prefix": prefix or ""}
+        api["Filter"] = filter_
+        if "ExpirationInDays" in rule:
+            api["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+        if "AbortIncompleteMultipartUpload" in rule:
+            api["AbortIncompleteMultipartUpload"] = {
+                "DaysAfterInitiation": int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+            }
+        if "NoncurrentVersionExpiration" in rule:
+            api["NoncurrentVersionExpiration"] = {
+                "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+            }
+        if "ExpiredObjectDeleteMarker" in rule:
+            api.setdefault("Expiration", {})["ExpiredObjectDeleteMarker"] = bool(
+                rule["ExpiredObjectDeleteMarker"]
+            )
+        rules.append(api)
+    return {"Rules": rules}
+
+
+def _table(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    _l: dict[str, str],
+    _r: LambdaRunner,
+) -> None:
+    name = p.get("TableName") or d.generated_name(lid)
+    aws.client("dynamodb").create_table(
+        TableName=name,
+        KeySchema=p["KeySchema"],
+        AttributeDefinitions=p["AttributeDefinitions"],
+        BillingMode=p.get("BillingMode", "PAY_PER_REQUEST"),
+    )
+    dep.physical[lid] = name
+    dep.attributes[lid] = {"Arn": f"arn:aws:dynamodb:{d.region}:{ACCOUNT}:table/{name}"}
+
+
+def _topic(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    _l: dict[str, str],
+    _r: LambdaRunner,
+) -> None:
+    name = p.get("TopicName") or d.generated_name(lid, 256)
+    arn = aws.client("sns").create_topic(Name=name)["TopicArn"]
+    dep.physical[lid] = arn
+    dep.attributes[lid] = {"TopicName": name, "TopicArn": arn}
+
+
+def _role(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    _l: dict[str, str],
+    _r: LambdaRunner,
+) -> None:
+    name = p.get("RoleName") or d.generated_name(lid)
+    role = aws.client("iam").create_role(
+        RoleName=name, AssumeRolePolicyDocument=json.dumps(p.get("AssumeRolePolicyDocument", {}))
+    )
+    dep.physical[lid] = name
+    dep.attributes[lid] = {"Arn": role["Role"]["Arn"], "RoleId": role["Role"]["RoleId"]}
+
+
+def _log_group(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    _l: dict[str, str],
+    _r: LambdaRunner,
+) -> None:
+    name = p.get("LogGroupName") or d.generated_name(lid, 512)
+    logs = aws.client("logs")
+    logs.create_log_group(logGroupName=name)
+    if "RetentionInDays" in p:
+        logs.put_retention_policy(logGroupName=name, retentionInDays=int(p["RetentionInDays"]))
+    dep.physical[lid] = name
+    dep.attributes[lid] = {"Arn": f"arn:aws:logs:{d.region}:{ACCOUNT}:log-group:{name}:*"}
+
+
+def _layer(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    _l: dict[str, str],
+    _r: LambdaRunner,
+) -> None:
+    dep.physical[lid] = f"arn:aws:lambda:{d.region}:{ACCOUNT}:layer:{p.get('LayerName', lid)}:1"
+
+
+def _function(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    local: dict[str, str],
+    runner: LambdaRunner,
+) -> None:
+    import io
+    import zipfile
+
+    name = p.get("FunctionName") or d.generated_name(lid)
+    folder = Path(local[p["Code"]["S3Key"]]).name
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("app.py", (d.repo_root / "functions" / folder / "app.py").read_text())
+    environment = {k: str(v) for k, v in p.get("Environment", {}).get("Variables", {}).items()}
+    response = aws.client("lambda").create_function(
+        FunctionName=name,
+        Runtime=p.get("Runtime", "python3.12"),
+        Role=p["Role"],
+        Handler=p["Handler"],
+        Code={"ZipFile": archive.getvalue()},
+        Timeout=int(p.get("Timeout", 3)),
+        MemorySize=int(p.get("MemorySize", 128)),
+        Environment={"Variables": environment},
+        Architectures=p.get("Architectures", ["x86_64"]),
+    )
+    runner.register(name, folder)
+    dep.function_folders[lid] = folder
+    dep.physical[lid] = name
+    dep.attributes[lid] = {"Arn": response["FunctionArn"]}
+
+
+def _state_machine(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    local: dict[str, str],
+    _r: LambdaRunner,
+) -> None:
+    name = p.get("StateMachineName") or d.generated_name(lid, 80)
+    definition = (d.repo_root / local[p["DefinitionS3Location"]["Key"]]).read_text()
+    for key, value in p.get("DefinitionSubstitutions", {}).items():
+        definition = definition.replace("${" + key + "}", str(value))
+    leftover = re.findall(r"\$\{[A-Za-z0-9]+\}", definition)
+    if leftover:
+        raise ValueError(f"{lid}: DefinitionSubstitutions do not cover {sorted(set(leftover))}")
+    arn = aws.client("stepfunctions").create_state_machine(
+        name=name,
+        definition=definition,
+        roleArn=p["RoleArn"],
+        type=p.get("StateMachineType", "STANDARD"),
+    )["stateMachineArn"]
+    dep.physical[lid] = arn
+    dep.attributes[lid] = {"Name": name, "Arn": arn}
+
+
+def _alarm(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    _l: dict[str, str],
+    _r: LambdaRunner,
+) -> None:
+    name = p.get("AlarmName") or d.generated_name(lid, 255)
+    args = {
+        k: v
+        for k, v in p.items()
+        if k
+        in (
+            "AlarmDescription",
+            "ActionsEnabled",
+            "OKActions",
+            "AlarmActions",
+            "InsufficientDataActions",
+            "MetricName",
+            "Namespace",
+            "Statistic",
+            "ExtendedStatistic",
+            "Dimensions",
+            "Period",
+            "Unit",
+            "EvaluationPeriods",
+            "DatapointsToAlarm",
+            "Threshold",
+            "ComparisonOperator",
+            "TreatMissingData",
+            "Metrics",
+        )
+    }
+    for number in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+        if number in args:
+            args[number] = int(args[number])
+    if "Threshold" in args:
+        args["Threshold"] = float(args["Threshold"])
+    aws.client("cloudwatch").put_metric_alarm(AlarmName=name, **args)
+    dep.physical[lid] = name
+    dep.attributes[lid] = {"Arn": f"arn:aws:cloudwatch:{d.region}:{ACCOUNT}:alarm:{name}"}
+
+
+def _dashboard(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    _l: dict[str, str],
+    _r: LambdaRunner,
+) -> None:
+    name = p.get("DashboardName") or d.generated_name(lid)
+    aws.client("cloudwatch").put_dashboard(DashboardName=name, DashboardBody=p["DashboardBody"])
+    dep.physical[lid] = name
+
+
+def _schedule(
+    d: LocalDeployer,
+    dep: Deployment,
+    lid: str,
+    p: dict[str, Any],
+    _l: dict[str, str],
+    _r: LambdaRunner,
+) -> None:
+    # EventBridge schedules never fire in moto: the drill starts what they would start itself.
+    dep.physical[lid] = p.get("Name") or d.generated_name(lid)
+
+
+_CREATORS: dict[str, Creator] = {
+    "AWS::KMS::Key": _kms_key,
+    "AWS::KMS::Alias": _kms_alias,
+    "AWS::S3::Bucket": _bucket,
+    "AWS::DynamoDB::Table": _table,
+    "AWS::SNS::Topic": _topic,
+    "AWS::IAM::Role": _role,
+    "AWS::Logs::LogGroup": _log_group,
+    "AWS::Lambda::LayerVersion": _layer,
+    "AWS::Lambda::Function": _function,
+    "AWS::StepFunctions::StateMachine": _state_machine,
+    "AWS::CloudWatch::Alarm": _alarm,
+    "AWS::CloudWatch::Dashboard": _dashboard,
+    "AWS::Scheduler::Schedule": _schedule,
+}
