@@ -85,7 +85,12 @@ def maybe_fail(job: dict[str, Any], step: str) -> None:
 # -- 1. prepare ------------------------------------------------------------------------------
 def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, Any]:
     """Validate the request, resolve the backup set, and take the target's restore lock."""
-    raw = {k: v for k, v in event.items() if k != "execution_id"}
+    raw = event.get("request", event)
+    raw = (
+        {k: v for k, v in raw.items() if k not in ("execution_id", "job", "error")}
+        if isinstance(raw, dict)
+        else raw
+    )
     request: RestoreRequest = parse(RestoreRequest, raw, "restore input")
     if request.fail_after and os.environ.get(FAULT_INJECTION_ENV) != "true":
         raise InvalidInputError("fail_after is a test hook; it is refused unless ALLOW_FAULT_INJECTION=true")
@@ -109,6 +114,7 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, 
         "restore_id": new_backup_id(),
         "source": {"kind": ref.kind, "backup_id": ref.backup_id, "manifest_key": ref.manifest_key},
         "components": list(request.kinds),
+        "with": {kind: kind in request.kinds for kind in ("config", "tokens", "redis")},
         "mode": request.mode,
         "key_patterns": request.key_patterns,
         "dry_run": request.dry_run,
@@ -904,3 +910,18 @@ def cleanup_verification_target(services: Services, job: dict[str, Any]) -> None
 def elapsed_since(start: float) -> float:
     """Seconds since a time.monotonic() value."""
     return time.monotonic() - start
+
+
+def job_from(event: Any) -> dict[str, Any]:
+    """The ``job`` carried in a restore step's event, or InvalidInputError."""
+    job = event.get("job") if isinstance(event, dict) else None
+    if not isinstance(job, dict) or "restore_id" not in job:
+        raise InvalidInputError("this restore step needs the 'job' returned by prepare_restore")
+    return job
+
+
+def describe_failure(event: dict[str, Any]) -> str:
+    """A one-line cause from the Step Functions error caught into ``$.error``."""
+    from .backup_steps import describe_error
+
+    return describe_error(event.get("error"))

@@ -101,7 +101,7 @@ class LambdaRunner:
             LambdaFunction._invoke_lambda = self._original  # type: ignore[method-assign]
             self._original = None
 
-    def invoke(self, name: str, environment: dict[str, str], event: str | None) -> tuple[str, bool, str]:
+    def invoke(self, name: str, environment: dict[str, str], event: Any) -> tuple[str, bool, str]:
         """Run the handler for ``name``; returns (payload JSON, errored, logs) as moto expects."""
         import time
         import uuid
@@ -113,7 +113,7 @@ class LambdaRunner:
                 True,
                 "",
             )
-        payload = json.loads(event) if event else {}
+        payload = json.loads(event) if isinstance(event, str | bytes) and event else (event or {})
         context = InvocationContext(name, str(uuid.uuid4()), self.budget_ms)
         started = time.monotonic()
         try:

@@ -275,12 +275,14 @@ def _bucket(
     if "VersioningConfiguration" in p:
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration=p["VersioningConfiguration"])
     if "BucketEncryption" in p:
-        s3.put_bucket_encryption(
-            Bucket=name,
-            ServerSideEncryptionConfiguration={
-                "Rules": p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-            },
-        )
+        rules = [
+            {
+                "ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"],
+                "BucketKeyEnabled": bool(rule.get("BucketKeyEnabled", False)),
+            }
+            for rule in p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        ]
+        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
     if "PublicAccessBlockConfiguration" in p:
         s3.put_public_access_block(
             Bucket=name, PublicAccessBlockConfiguration=p["PublicAccessBlockConfiguration"]

@@ -30,6 +30,9 @@ def start_moto(execute_state_machines: bool = True) -> MotoServer:
     """Start moto in this process, bound to loopback; Step Functions really execute when asked."""
     from moto.server import ThreadedMotoServer
 
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
     port = free_port()
     # The Step Functions interpreter calls back into moto at localhost:$MOTO_PORT.
     os.environ["MOTO_PORT"] = str(port)

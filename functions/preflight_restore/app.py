@@ -1,0 +1,14 @@
+"""Verify the backup completely (and the live token key) before anything is touched; plan the restore."""
+
+from typing import Any
+
+from servalsheets_backup import restore
+from servalsheets_backup.handler_support import logger, require_object, services, tracer
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Return the job with the verified object versions and the plan."""
+    event = require_object(event)
+    return restore.preflight(services(), restore.job_from(event))

@@ -1,0 +1,14 @@
+"""Restore Secrets Manager secrets, SSM parameters and files from the backup's config bundle."""
+
+from typing import Any
+
+from servalsheets_backup import restore
+from servalsheets_backup.handler_support import logger, require_object, services, tracer
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Return the job with the config results."""
+    event = require_object(event)
+    return restore.restore_config(services(), restore.job_from(event))

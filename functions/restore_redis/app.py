@@ -1,0 +1,14 @@
+"""RESTORE the logical dump into the target Redis, continuing across invocations."""
+
+from typing import Any
+
+from servalsheets_backup import restore
+from servalsheets_backup.handler_support import deadline_of, logger, require_object, services, tracer
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Return the job; redis.done is false while the restore continues."""
+    event = require_object(event)
+    return restore.restore_redis(services(), restore.job_from(event), deadline_of(context))

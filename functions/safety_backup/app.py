@@ -1,0 +1,14 @@
+"""Back up the restore target's current state into a pre-restore set before it is changed."""
+
+from typing import Any
+
+from servalsheets_backup import restore
+from servalsheets_backup.handler_support import deadline_of, logger, require_object, services, tracer
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Return the job; safety.done is false while a large Redis dump continues."""
+    event = require_object(event)
+    return restore.safety_backup(services(), restore.job_from(event), deadline_of(context))
