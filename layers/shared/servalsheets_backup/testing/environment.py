@@ -21,6 +21,7 @@ from ..adapters import aws
 from ..observability import CollectingMetrics
 from ..services import Services
 from ..settings import Settings
+from .app_standin import AppStandIn
 from .lambda_runner import LambdaRunner
 from .local_deploy import Deployment, LocalDeployer
 from .moto_server import MotoServer, start_moto
@@ -45,6 +46,7 @@ class LocalEnvironment:
     deployment: Deployment
     runner: LambdaRunner
     metrics: CollectingMetrics = field(default_factory=CollectingMetrics)
+    app: AppStandIn | None = None
     saved_env: dict[str, str | None] = field(default_factory=dict)
 
     @property
@@ -56,6 +58,44 @@ class LocalEnvironment:
     def credentials_path(self) -> Path:
         """The production credentials.json."""
         return self.workdir / "servalsheets" / "credentials.json"
+
+    def schedules(self) -> dict[str, dict[str, Any]]:
+        """Deployed EventBridge schedules by logical id: expression, state, target and input."""
+        found: dict[str, dict[str, Any]] = {}
+        for logical_id in self.deployment.resources_of("AWS::Scheduler::Schedule"):
+            props = self.deployment.properties[logical_id]
+            target = props["Target"]
+            found[logical_id] = {
+                "expression": props.get("ScheduleExpression"),
+                "state": props.get("State"),
+                "target": target["Arn"],
+                "input": json.loads(target.get("Input") or "{}"),
+            }
+        return found
+
+    def fire_schedule(self, logical_id: str) -> dict[str, Any]:
+        """Do what EventBridge Scheduler does: start the target with the schedule's input."""
+        schedule = self.schedules()[logical_id]
+        if ":stateMachine:" in schedule["target"]:
+            description = self.wait(self._start_arn(schedule["target"], schedule["input"]))
+            return description
+        response = self.client("lambda").invoke(
+            FunctionName=schedule["target"], Payload=json.dumps(schedule["input"]).encode()
+        )
+        return {
+            "status": "FAILED" if response.get("FunctionError") else "SUCCEEDED",
+            "output": response["Payload"].read().decode(),
+        }
+
+    def _start_arn(self, state_machine_arn: str, payload: dict[str, Any]) -> str:
+        import uuid
+
+        response = self.client("stepfunctions").start_execution(
+            stateMachineArn=state_machine_arn,
+            name=f"schedule-{uuid.uuid4().hex[:12]}",
+            input=json.dumps(payload),
+        )
+        return str(response["executionArn"])
 
     def output(self, name: str) -> str:
         """A stack output, e.g. BackupBucketName."""
@@ -132,6 +172,8 @@ class LocalEnvironment:
 
         set_services_factory(None)
         self.runner.uninstall()
+        if self.app is not None:
+            self.app.stop()
         for server in (self.production, self.target):
             server.stop()
         self.moto.stop()
@@ -162,8 +204,11 @@ def drill_parameters(workdir: Path) -> dict[str, Any]:
     }
 
 
+APP_ISSUER = "https://servalsheets.example.com"
+
+
 def start_environment(
-    budget_ms: int = 900_000, extra_parameters: dict[str, Any] | None = None
+    budget_ms: int = 900_000, extra_parameters: dict[str, Any] | None = None, with_app: bool = False
 ) -> LocalEnvironment:
     """Start moto, two redis-servers, deploy the template; always cleans up if start-up fails."""
     workdir = Path(tempfile.mkdtemp(prefix="ssbk-drill-"))
@@ -193,12 +238,22 @@ def start_environment(
         aws.reset_clients()
         production, target = start_redis(), start_redis()
         started += [production, target]
+        app = AppStandIn(production.url, APP_ISSUER).start() if with_app else None
+        if app is not None:
+            started.append(app)
+            extra_parameters = {
+                "ApplicationUrl": app.url,
+                "OAuthIssuer": APP_ISSUER,
+                **(extra_parameters or {}),
+            }
         runner = LambdaRunner(REPO_ROOT / "functions", budget_ms)
         runner.extra_env = {"AWS_ENDPOINT_URL": moto.endpoint, "ALLOW_FAULT_INJECTION": "true"}
         runner.install()
         parameters = {**drill_parameters(workdir), **(extra_parameters or {})}
         deployment = LocalDeployer(REPO_ROOT, "servalsheets-backup-drill", parameters).deploy(runner)
-        environment = LocalEnvironment(workdir, moto, production, target, deployment, runner, saved_env=saved)
+        environment = LocalEnvironment(
+            workdir, moto, production, target, deployment, runner, app=app, saved_env=saved
+        )
         _install_services_factory(environment)
         _create_application_secrets(environment)
         return environment

@@ -28,9 +28,9 @@ class MotoServer:
 
 def start_moto(execute_state_machines: bool = True) -> MotoServer:
     """Start moto in this process, bound to loopback; Step Functions really execute when asked."""
-    from moto.server import ThreadedMotoServer
-
     import logging
+
+    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
     port = free_port()

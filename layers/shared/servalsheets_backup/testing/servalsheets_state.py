@@ -77,9 +77,10 @@ def seed_state(environment: LocalEnvironment, keys: int, seed: int = 7) -> Seede
 
 
 def _write_token_store(path: Path, key: bytes) -> list[str]:
-    tokens = {
-        "access_token": "ya29." + secrets.token_urlsafe(60),
-        "refresh_token": "1//" + secrets.token_urlsafe(60),
+    access, refresh = "ya29." + secrets.token_urlsafe(60), "1//" + secrets.token_urlsafe(60)
+    tokens: dict[str, Any] = {
+        "access_token": access,
+        "refresh_token": refresh,
         "expiry_date": 1_900_000_000_000,
         "token_type": "Bearer",
         "scope": "https://www.googleapis.com/auth/spreadsheets https://www.googleapis.com/auth/drive.file",
@@ -87,7 +88,7 @@ def _write_token_store(path: Path, key: bytes) -> list[str]:
     from ..tokenstore import write_token_file_atomic
 
     write_token_file_atomic(path, encrypt_store(tokens, key))
-    return [tokens["access_token"], tokens["refresh_token"]]
+    return [access, refresh]
 
 
 def _put_parameters(environment: LocalEnvironment) -> dict[str, str]:

@@ -1,0 +1,453 @@
+"""The local disaster-recovery drill: the whole system end to end, no AWS account needed.
+
+It starts moto (AWS), two real redis-servers and an application stand-in on 127.0.0.1, deploys
+template.yaml, seeds realistic ServalSheets state, fires every backup schedule as EventBridge
+would, simulates a disaster, restores through the restore state machine, verifies, and reports.
+Scenarios exercise the runbook's other restore cases. Everything started is stopped by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from .redis_logical import OAUTH_KEY_PATTERNS, compile_patterns
+from .testing.environment import ENV_SECRET, TOKEN_KEY_SECRET, LocalEnvironment, start_environment
+from .testing.servalsheets_state import SeededState, redis_snapshot, seed_state
+
+SCENARIOS = ("full-restore", "oauth-only", "wrong-token-key", "corrupted-backup", "rollback")
+BACKUP_SCHEDULES = {
+    "config": "BackupStateMachineConfigSchedule",
+    "tokens": "BackupStateMachineTokensSchedule",
+    "redis": "BackupStateMachineRedisSchedule",
+}
+TTL_TOLERANCE_MS = 5000
+
+
+@dataclass
+class DrillReport:
+    """Everything the drill measured; ``ok`` only when every check passed."""
+
+    scenario: str
+    keys: int
+    backups: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    rpo_seconds: float | None = None
+    rto_seconds: float | None = None
+    failure: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed and at least one check ran."""
+        return self.failure is None and bool(self.checks) and all(c["ok"] for c in self.checks)
+
+    def check(self, name: str, ok: bool, detail: str = "") -> None:
+        """Record one check."""
+        self.checks.append({"name": name, "ok": bool(ok), "detail": detail})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``--json`` form."""
+        return {
+            "ok": self.ok,
+            "scenario": self.scenario,
+            "keys": self.keys,
+            "rpo_seconds": self.rpo_seconds,
+            "rto_seconds": self.rto_seconds,
+            "backups": self.backups,
+            "steps": self.steps,
+            "checks": self.checks,
+            "failure": self.failure,
+            "environment": self.environment,
+        }
+
+
+def run_drill(
+    keys: int = 2000,
+    kinds: tuple[str, ...] = ("config", "tokens", "redis"),
+    scenario: str = "full-restore",
+    keep: Callable[[LocalEnvironment], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DrillReport:
+    """Run the drill; every process it starts is stopped before it returns (after ``keep`` if given)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}: use one of {', '.join(SCENARIOS)}")
+    report = DrillReport(scenario, keys)
+    say = progress or (lambda message: None)
+    say("starting moto, two redis-servers and the application stand-in on 127.0.0.1")
+    environment = start_environment(with_app=True)
+    try:
+        _describe_environment(environment, report)
+        say(f"seeding {keys} Redis keys, the token store and configuration")
+        seeded = seed_state(environment, keys)
+        say("running every backup schedule as EventBridge would")
+        _run_backups(environment, kinds, report)
+        _SCENARIO_RUNNERS[scenario](environment, seeded, kinds, report, say)
+        if keep is not None:
+            keep(environment)
+    except Exception as exc:  # the report says what failed; the processes are stopped below
+        report.failure = f"{type(exc).__name__}: {exc}"
+    finally:
+        environment.close()
+    return report
+
+
+def _describe_environment(environment: LocalEnvironment, report: DrillReport) -> None:
+    report.environment = {
+        "aws_endpoint": environment.moto.endpoint,
+        "redis_production_port": environment.production.port,
+        "redis_target_port": environment.target.port,
+        "application_stand_in": environment.app.url if environment.app else None,
+        "stack_resources": len(environment.deployment.physical),
+        "not_emulated": sorted(set(environment.deployment.skipped.values())),
+    }
+
+
+def _run_backups(environment: LocalEnvironment, kinds: tuple[str, ...], report: DrillReport) -> None:
+    for kind in kinds:
+        _record_backup(environment, report, BACKUP_SCHEDULES[kind])
+    _record_backup(environment, report, "BackupStateMachineFullSchedule")
+    freshness = environment.fire_schedule("CheckFreshnessFunctionFreshnessSchedule")
+    report.check("freshness check ran (BackupAgeSeconds emitted)", freshness["status"] == "SUCCEEDED")
+
+
+def _record_backup(environment: LocalEnvironment, report: DrillReport, schedule: str) -> None:
+    started = time.monotonic()
+    description = environment.fire_schedule(schedule)
+    seconds = round(time.monotonic() - started, 3)
+    if description["status"] != "SUCCEEDED":
+        raise RuntimeError(
+            f"{schedule} failed: {description.get('error')} {description.get('cause', '')[:300]}"
+        )
+    result = json.loads(description["output"])
+    report.backups.append(
+        {
+            "kind": result["kind"],
+            "backup_id": result["backup_id"],
+            "size_bytes": result["size_bytes"],
+            "duration_seconds": seconds,
+            "items": result["items"],
+        }
+    )
+    report.check(
+        f"{result['kind']} backup verifies", _verify(environment, result["backup_id"], result["kind"])
+    )
+
+
+def _verify(environment: LocalEnvironment, backup_id: str, kind: str) -> bool:
+    store = environment.services().store
+    return store.verify_set(store.find(backup_id, kind)).ok
+
+
+# -- the disaster and the restore ----------------------------------------------------------------
+def _disaster(environment: LocalEnvironment) -> None:
+    client = redis.Redis.from_url(environment.production.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    environment.token_path.unlink()
+    environment.client("secretsmanager").put_secret_value(
+        SecretId=ENV_SECRET, SecretString=json.dumps({"JWT_SECRET": "overwritten-by-the-disaster"})
+    )
+
+
+def _restore(environment: LocalEnvironment, request: dict[str, Any], report: DrillReport) -> dict[str, Any]:
+    arn = environment.start_execution("RestoreStateMachine", request)
+    description = environment.wait(arn, timeout=1800)
+    stop = description.get("stopDate")
+    start = description["startDate"]
+    if isinstance(stop, datetime) and isinstance(start, datetime):
+        report.rto_seconds = round((stop - start).total_seconds(), 3)
+    report.steps = _steps(environment, arn)
+    return description
+
+
+def _steps(environment: LocalEnvironment, arn: str) -> list[dict[str, Any]]:
+    entered: dict[str, Any] = {}
+    steps: list[dict[str, Any]] = []
+    for event in environment.history(arn):
+        details = event.get("stateEnteredEventDetails")
+        if details:
+            entered[details["name"]] = event["timestamp"]
+        details = event.get("stateExitedEventDetails")
+        if details and details["name"] in entered:
+            seconds = (event["timestamp"] - entered.pop(details["name"])).total_seconds()
+            steps.append({"state": details["name"], "seconds": round(seconds, 3)})
+    return steps
+
+
+def _console_input(**overrides: Any) -> dict[str, Any]:
+    request = {
+        "backup": "latest",
+        "kinds": ["config", "tokens", "redis"],
+        "mode": "replace",
+        "requested_by": "drill-operator",
+        "reason": "local disaster-recovery drill",
+        "poll_seconds": 0,
+    }
+    request.update(overrides)
+    return request
+
+
+def _scenario_full_restore(
+    environment: LocalEnvironment,
+    seeded: SeededState,
+    kinds: tuple[str, ...],
+    report: DrillReport,
+    say: Callable[[str], None],
+) -> None:
+    before = _capture(environment)
+    say("simulating the disaster: Redis wiped, token file deleted, a secret overwritten")
+    _disaster(environment)
+    say("restoring through the restore state machine (console-style input)")
+    description = _restore(environment, _console_input(), report)
+    _expect_success(description, report)
+    say("verifying the restored deployment independently")
+    _compare_redis(environment, before["redis"], report, expected_subset=None)
+    report.check(
+        "token store restored byte for byte", environment.token_path.read_bytes() == before["tokens"]
+    )
+    report.check("token store mode 0600", (environment.token_path.stat().st_mode & 0o777) == 0o600)
+    current = environment.client("secretsmanager").get_secret_value(SecretId=ENV_SECRET)["SecretString"]
+    report.check("configuration secret restored", current == before["env_secret"])
+    _check_secret_hygiene(environment, seeded, report)
+
+
+def _scenario_oauth_only(
+    environment: LocalEnvironment,
+    seeded: SeededState,
+    kinds: tuple[str, ...],
+    report: DrillReport,
+    say: Callable[[str], None],
+) -> None:
+    before = _capture(environment)
+    say("wiping Redis, then restoring only the OAuth and webhook keys")
+    client = redis.Redis.from_url(environment.production.url)
+    client.flushall()
+    client.close()
+    request = _console_input(kinds=["redis"], mode="merge", key_patterns=list(OAUTH_KEY_PATTERNS))
+    _expect_success(_restore(environment, request, report), report)
+    _compare_redis(environment, before["redis"], report, expected_subset=list(OAUTH_KEY_PATTERNS))
+
+
+def _scenario_wrong_token_key(
+    environment: LocalEnvironment,
+    seeded: SeededState,
+    kinds: tuple[str, ...],
+    report: DrillReport,
+    say: Callable[[str], None],
+) -> None:
+    say("rotating the live token key to a wrong one, then asking for a token store restore")
+    environment.token_path.write_bytes(b"{}")  # a damaged file the operator wants replaced
+    untouched = environment.token_path.read_bytes()
+    environment.client("secretsmanager").put_secret_value(
+        SecretId=TOKEN_KEY_SECRET, SecretString=json.dumps({"ENCRYPTION_KEY": "ab" * 32})
+    )
+    description = _restore(environment, _console_input(kinds=["tokens"]), report)
+    _expect_refusal(description, "TokenKeyMismatchError", report)
+    report.check("target token file untouched", environment.token_path.read_bytes() == untouched)
+
+
+def _scenario_corrupted_backup(
+    environment: LocalEnvironment,
+    seeded: SeededState,
+    kinds: tuple[str, ...],
+    report: DrillReport,
+    say: Callable[[str], None],
+) -> None:
+    before = redis_snapshot(environment.production.url)
+    say("flipping one byte of the newest full backup's Redis dump, then asking for a restore")
+    store = environment.services().store
+    ref = store.resolve("latest", "full")
+    key = ref.prefix + store.load_manifest(ref).objects_of("redis")[0].name
+    body = bytearray(store.s3.get_object(Bucket=store.bucket, Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    store.s3.put_object(Bucket=store.bucket, Key=key, Body=bytes(body))
+    description = _restore(environment, _console_input(), report)
+    _expect_refusal(description, "IntegrityError", report)
+    report.check("target Redis untouched", _unchanged(environment, before), f"{len(before)} keys compared")
+
+
+def _scenario_rollback(
+    environment: LocalEnvironment,
+    seeded: SeededState,
+    kinds: tuple[str, ...],
+    report: DrillReport,
+    say: Callable[[str], None],
+) -> None:
+    before = redis_snapshot(environment.production.url)
+    tokens = environment.token_path.read_bytes()
+    say("restoring with a failure injected after verification: the run must roll back")
+    description = _restore(environment, _console_input(fail_after="verify"), report)
+    _expect_refusal(description, "InjectedFault", report)
+    report.check("rollback ran", any(step["state"] == "Roll back" for step in report.steps))
+    report.check(
+        "Redis exactly as before (every key compared)",
+        _unchanged(environment, before),
+        f"{len(before)} keys compared",
+    )
+    report.check("token store exactly as before", environment.token_path.read_bytes() == tokens)
+
+
+_SCENARIO_RUNNERS: dict[str, Callable[..., None]] = {
+    "full-restore": _scenario_full_restore,
+    "oauth-only": _scenario_oauth_only,
+    "wrong-token-key": _scenario_wrong_token_key,
+    "corrupted-backup": _scenario_corrupted_backup,
+    "rollback": _scenario_rollback,
+}
+
+
+# -- checks ------------------------------------------------------------------------------------
+def _capture(environment: LocalEnvironment) -> dict[str, Any]:
+    secret = environment.client("secretsmanager").get_secret_value(SecretId=ENV_SECRET)["SecretString"]
+    return {
+        "redis": redis_snapshot(environment.production.url),
+        "tokens": environment.token_path.read_bytes(),
+        "env_secret": secret,
+    }
+
+
+def _expect_success(description: dict[str, Any], report: DrillReport) -> None:
+    ok = description["status"] == "SUCCEEDED"
+    report.check("restore execution succeeded", ok, description.get("error") or "")
+    if not ok:
+        return
+    summary = json.loads(description["output"])
+    report.rpo_seconds = summary.get("backup_age_seconds")
+    for check in summary.get("checks", []):
+        report.check(f"state machine: {check['name']}", check["ok"], check.get("detail", ""))
+
+
+def _expect_refusal(description: dict[str, Any], error: str, report: DrillReport) -> None:
+    report.check(
+        f"restore refused with {error}",
+        description["status"] == "FAILED" and description.get("error") == error,
+        f"{description['status']} {description.get('error')}",
+    )
+
+
+def _compare_redis(
+    environment: LocalEnvironment,
+    before: dict[bytes, tuple[bytes | None, int]],
+    report: DrillReport,
+    expected_subset: list[str] | None,
+) -> None:
+    after = redis_snapshot(environment.production.url)
+    matcher = compile_patterns(expected_subset) if expected_subset else None
+    expected = {k: v for k, v in before.items() if matcher is None or matcher(k)}
+    alive = {k: v for k, v in expected.items() if v[1] == -1 or v[1] > TTL_TOLERANCE_MS}
+    missing = [k for k in alive if k not in after]
+    extra = [k for k in after if k not in expected]
+    ttl_off = [
+        k
+        for k in alive
+        if k in after and before[k][1] != -1 and abs(after[k][1] - before[k][1]) > TTL_TOLERANCE_MS + 60_000
+    ]
+    report.check("every live key restored", not missing, f"{len(alive) - len(missing)}/{len(alive)} keys")
+    report.check("no unexpected keys", not extra, f"{len(extra)} unexpected")
+    report.check("TTLs kept (remaining time to live)", not ttl_off, f"{len(ttl_off)} keys off")
+    client = redis.Redis.from_url(environment.production.url)
+    try:
+        same = sum(1 for k in alive if k in after and _same_value(client, k, before[k][0]))
+    finally:
+        client.close()
+    report.check("values identical to before the disaster", same == len(alive), f"{same}/{len(alive)} keys")
+
+
+def _unchanged(environment: LocalEnvironment, before: dict[bytes, tuple[bytes | None, int]]) -> bool:
+    """Same keys, same values (DUMP, or contents where RESTORE reorders), TTLs within tolerance."""
+    after = redis_snapshot(environment.production.url)
+    # Keys about to expire when the "before" snapshot was taken may legitimately be gone now.
+    lasting = {k: v for k, v in before.items() if v[1] == -1 or v[1] > TTL_TOLERANCE_MS}
+    if not set(lasting) <= set(after) or not set(after) <= set(before):
+        return False
+    client = redis.Redis.from_url(environment.production.url)
+    try:
+        for key, (payload, ttl) in lasting.items():
+            if (ttl == -1) != (after[key][1] == -1) or abs(after[key][1] - ttl) > TTL_TOLERANCE_MS + 60_000:
+                return False
+            if not _same_value(client, key, payload):
+                return False
+    finally:
+        client.close()
+    return True
+
+
+def _same_value(client: redis.Redis, key: bytes, payload: bytes | None) -> bool:
+    """DUMP equality, or (hash/set order can differ after RESTORE) equal contents via a scratch copy."""
+    current = client.dump(key)
+    if current == payload or payload is None:
+        return current == payload
+    scratch = b"servalsheets-backup:drill-compare:" + key
+    client.restore(scratch, 60_000, payload, replace=True)
+    try:
+        kind: Any = client.type(key)
+        read = {
+            b"hash": client.hgetall,
+            b"set": client.smembers,
+            b"zset": lambda k: client.zrange(k, 0, -1, withscores=True),
+            b"list": lambda k: client.lrange(k, 0, -1),
+            b"string": client.get,
+        }.get(kind)
+        return read is not None and read(key) == read(scratch)
+    finally:
+        client.delete(scratch)
+
+
+def _check_secret_hygiene(environment: LocalEnvironment, seeded: SeededState, report: DrillReport) -> None:
+    from .audit import read_audit
+
+    store = environment.services().store
+    texts = [json.dumps(read_audit(store.s3, store.bucket))]
+    for ref in store.list_sets():
+        texts.append(json.dumps(store.load_manifest(ref).body()))
+    texts.append(json.dumps(environment.metrics.points))
+    blob = "\n".join(texts)
+    leaked = [value for value in seeded.secret_values if value and value in blob]
+    report.check(
+        "no secret value in manifests, audit records or metrics",
+        not leaked,
+        f"{len(seeded.secret_values)} seeded secrets searched",
+    )
+
+
+def render(report: DrillReport) -> str:
+    """The human report."""
+    lines = [
+        f"ServalSheets backup drill: scenario {report.scenario}, {report.keys} Redis keys",
+        "",
+        "Backups:",
+    ]
+    for item in report.backups:
+        size, seconds = item["size_bytes"], item["duration_seconds"]
+        lines.append(f"  {item['kind']:<8} {item['backup_id']}  {size:>10} bytes  {seconds:.2f}s")
+    lines += ["", "Restore steps:"]
+    lines += [f"  {step['state']:<44} {step['seconds']:.3f}s" for step in report.steps]
+    lines += ["", "Checks:"]
+    lines += [
+        f"  [{'PASS' if c['ok'] else 'FAIL'}] {c['name']}" + (f" ({c['detail']})" if c["detail"] else "")
+        for c in report.checks
+    ]
+    lines.append("")
+    if report.rpo_seconds is not None:
+        lines.append(f"RPO (age of the restored backup): {report.rpo_seconds:.1f} s")
+    if report.rto_seconds is not None:
+        lines.append(f"RTO (restore execution duration): {report.rto_seconds:.1f} s")
+    lines.append("DRILL PASSED" if report.ok else f"DRILL FAILED: {_reason(report)}")
+    return "\n".join(lines)
+
+
+def _reason(report: DrillReport) -> str:
+    if report.failure:
+        return report.failure
+    failed = [c["name"] for c in report.checks if not c["ok"]]
+    return ", ".join(failed) if failed else "no checks ran"
