@@ -3,11 +3,255 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import signal
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
+from .errors import InvalidInputError, RestoreVerificationError
+from .manifest import COMPONENT_KINDS, KINDS
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Any], int]] = {}
+BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 
 def register(sub: Any, add: Callable[..., None]) -> None:
     """Add the restore and drill subcommands."""
+    add(
+        sub,
+        "restore",
+        "Restore a backup set (here, or by starting the restore state machine).",
+        "servalsheets-backup restore latest --kind redis --key-pattern 'refresh:*' --mode merge --dry-run",
+        _restore_args,
+    )
+    add(
+        sub,
+        "drill",
+        "Run the local disaster-recovery drill (moto + real redis-servers; no AWS account).",
+        "servalsheets-backup drill --keys 5000 --scenario rollback",
+        _drill_args,
+    )
+    COMMANDS.update({"restore": cmd_restore, "drill": cmd_drill})
+
+
+def _restore_args(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "backup", help='a backup id, "latest", or an ISO time to restore the newest backup before it'
+    )
+    command.add_argument(
+        "--kind",
+        action="append",
+        choices=COMPONENT_KINDS,
+        dest="kinds",
+        help="component to restore (repeat for several; default all three)",
+    )
+    command.add_argument(
+        "--source-kind", choices=KINDS, help="kind of set to restore from (default: best match)"
+    )
+    command.add_argument(
+        "--mode",
+        choices=("replace", "merge", "missing-only"),
+        default="merge",
+        help="replace flushes the target Redis first (after the safety backup); default merge",
+    )
+    command.add_argument(
+        "--key-pattern",
+        action="append",
+        default=[],
+        dest="key_patterns",
+        help="only Redis keys matching this glob (repeatable), e.g. 'refresh:*'",
+    )
+    command.add_argument("--dry-run", action="store_true", help="verify and print the plan; change nothing")
+    command.add_argument(
+        "--target-redis-url-secret", help="Secrets Manager secret holding the target REDIS_URL"
+    )
+    command.add_argument(
+        "--target-token-path", help="token store path to restore to (absolute path or s3://)"
+    )
+    command.add_argument("--target-secret-prefix", help="restore secrets and parameters under this prefix")
+    command.add_argument(
+        "--requested-by", default=os.environ.get("USER", "operator"), help="who asks (audit trail)"
+    )
+    command.add_argument("--reason", default="", help="why (audit trail)")
+    command.add_argument(
+        "--start-execution",
+        action="store_true",
+        help="start the restore state machine instead and follow it until it ends",
+    )
+    command.add_argument(
+        "--state-machine-arn",
+        default=os.environ.get("RESTORE_STATE_MACHINE_ARN"),
+        help="with --start-execution (default $RESTORE_STATE_MACHINE_ARN, the stack output)",
+    )
+
+
+def _drill_args(command: argparse.ArgumentParser) -> None:
+    from .drill import SCENARIOS
+
+    command.add_argument("--keys", type=int, default=2000, help="Redis keys to seed (default 2000)")
+    command.add_argument(
+        "--kinds", default="config,tokens,redis", help="scheduled backups to run before the full one"
+    )
+    command.add_argument(
+        "--scenario", choices=SCENARIOS, default="full-restore", help="which restore case to drill"
+    )
+    command.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the environment up (until Ctrl-C) and print how to point tools at it",
+    )
+
+
+def _request(args: argparse.Namespace) -> dict[str, Any]:
+    backup: Any = args.backup
+    if args.backup != "latest" and not BACKUP_ID.match(args.backup):
+        backup = {"as_of": args.backup}  # anything else is a point in time
+    target = {
+        key: value
+        for key, value in {
+            "redis_url_secret_id": args.target_redis_url_secret,
+            "token_store_path": args.target_token_path,
+            "secret_prefix": args.target_secret_prefix,
+        }.items()
+        if value
+    }
+    request: dict[str, Any] = {
+        "backup": backup,
+        "kinds": args.kinds or list(COMPONENT_KINDS),
+        "mode": args.mode,
+        "key_patterns": args.key_patterns,
+        "dry_run": args.dry_run,
+        "requested_by": args.requested_by,
+        "reason": args.reason,
+        "target": target,
+    }
+    if args.source_kind:
+        request["source_kind"] = args.source_kind
+    return request
+
+
+def cmd_restore(args: argparse.Namespace, out: Any) -> int:
+    """Restore here, or start the state machine and follow it."""
+    request = _request(args)
+    if args.start_execution:
+        return _follow_execution(args, request, out)
+    from .restore import run_restore
+    from .services import Services
+
+    owner = f"cli:{args.requested_by}@{os.getpid()}"
+    say = (lambda step: out.stderr.write(f"- {step}\n")) if not out.as_json else None
+    summary = run_restore(Services.from_env(), request, owner, say)
+    out.emit(summary, lambda: _print_summary(summary, out))
+    return 0
+
+
+def _print_summary(summary: dict[str, Any], out: Any) -> None:
+    out.line(
+        f"restore {summary['restore_id']}: {summary['outcome']} in {summary['duration_seconds']:.1f}s "
+        f"from {summary['backup']['kind']} backup {summary['backup']['backup_id']}"
+    )
+    if summary["outcome"] == "planned":
+        out.line(json.dumps(summary["plan"], indent=2, sort_keys=True))
+    for check in summary.get("checks", []):
+        out.line(f"  [{'PASS' if check['ok'] else 'FAIL'}] {check['name']} {check.get('detail', '')}")
+
+
+def _follow_execution(args: argparse.Namespace, request: dict[str, Any], out: Any) -> int:
+    from .adapters.aws import client
+
+    if not args.state_machine_arn:
+        raise InvalidInputError(
+            "--start-execution needs --state-machine-arn or RESTORE_STATE_MACHINE_ARN "
+            "(the stack's RestoreStateMachineArn output)"
+        )
+    sfn = client("stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=args.state_machine_arn, input=json.dumps(request))[
+        "executionArn"
+    ]
+    out.stderr.write(f"started {arn}\n")
+    seen = 0
+    while True:
+        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        for event in events[seen:]:
+            details = event.get("stateEnteredEventDetails")
+            if details and not out.as_json:
+                out.stderr.write(f"- {details['name']}\n")
+        seen = len(events)
+        description = sfn.describe_execution(executionArn=arn)
+        if description["status"] != "RUNNING":
+            break
+        time.sleep(2)
+    result = {
+        "execution_arn": arn,
+        "status": description["status"],
+        "error": description.get("error"),
+        "cause": description.get("cause"),
+        "output": json.loads(description.get("output") or "null"),
+    }
+    out.emit(
+        result, lambda: out.line(f"{description['status']}: {description.get('error') or 'restore finished'}")
+    )
+    if description["status"] != "SUCCEEDED":
+        raise RestoreVerificationError(
+            f"restore execution {description['status']}: {description.get('error')}"
+        )
+    return 0
+
+
+def cmd_drill(args: argparse.Namespace, out: Any) -> int:
+    """Run the drill and print its report."""
+    from .drill import render, run_drill
+
+    if args.keys < 10 or args.keys > 5_000_000:
+        raise InvalidInputError("--keys must be between 10 and 5,000,000")
+    kinds = tuple(kind.strip() for kind in args.kinds.split(",") if kind.strip())
+    unknown = [kind for kind in kinds if kind not in COMPONENT_KINDS]
+    if unknown:
+        raise InvalidInputError(f"--kinds: unknown {', '.join(unknown)}; use config, tokens, redis")
+    say = (lambda message: out.stderr.write(f"drill: {message}\n")) if not out.as_json else None
+    if "LOG_LEVEL" not in os.environ:
+        _quiet_handler_logs()
+    keep = _keep_until_interrupted(out) if args.keep else None
+    report = run_drill(keys=args.keys, kinds=kinds, scenario=args.scenario, keep=keep, progress=say)
+    out.emit(report.as_dict(), lambda: out.line(render(report)))
+    return 0 if report.ok else 7
+
+
+def _quiet_handler_logs() -> None:
+    """The handlers' INFO lines would bury the drill's report; warnings and errors still show."""
+    import logging
+
+    from .handler_support import logger
+
+    logger.setLevel(logging.WARNING)
+    logging.getLogger("servalsheets_backup").setLevel(logging.WARNING)
+
+
+def _keep_until_interrupted(out: Any) -> Callable[[Any], None]:
+    def keep(environment: Any) -> None:
+        lines = [
+            "The drill environment is up. In another shell:",
+            f"  export AWS_ENDPOINT_URL={environment.moto.endpoint} AWS_DEFAULT_REGION=us-east-1",
+            "  export AWS_ACCESS_KEY_ID=drill AWS_SECRET_ACCESS_KEY=drill BACKUP_ENVIRONMENT=drill",
+            f"  export BACKUP_BUCKET={environment.output('BackupBucketName')}",
+            f"  export BACKUP_KMS_KEY_ID={environment.output('BackupKeyArn')}",
+            f"  export STATE_TABLE={environment.output('StateTableName')}",
+            f"  export RESTORE_STATE_MACHINE_ARN={environment.output('RestoreStateMachineArn')}",
+            "  servalsheets-backup list",
+            f"Production Redis: redis://127.0.0.1:{environment.production.port}  "
+            f"target: redis://127.0.0.1:{environment.target.port}",
+            "Press Ctrl-C to stop everything.",
+        ]
+        out.stderr.write("\n".join(lines) + "\n")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            sys.stderr.write("stopping the drill environment\n")
+
+    return keep

@@ -104,7 +104,10 @@ def _describe_environment(environment: LocalEnvironment, report: DrillReport) ->
         "aws_endpoint": environment.moto.endpoint,
         "redis_production_port": environment.production.port,
         "redis_target_port": environment.target.port,
+        "redis_pids": [environment.production.pid, environment.target.pid],
+        "moto_port": environment.moto.port,
         "application_stand_in": environment.app.url if environment.app else None,
+        "application_stand_in_port": environment.app.port if environment.app else None,
         "stack_resources": len(environment.deployment.physical),
         "not_emulated": sorted(set(environment.deployment.skipped.values())),
     }

@@ -925,3 +925,62 @@ def describe_failure(event: dict[str, Any]) -> str:
     from .backup_steps import describe_error
 
     return describe_error(event.get("error"))
+
+
+def run_restore(
+    services: Services, event: dict[str, Any], owner: str, progress: Any = None
+) -> dict[str, Any]:
+    """Run every restore step in this process, in the state machine's order (the CLI's restore).
+
+    Failures after the safety backup roll back exactly as the state machine's compensation
+    states do; the error is raised again after the rollback is recorded.
+    """
+    say = progress or (lambda step: None)
+    say("Prepare restore")
+    job = prepare(services, event, owner)
+    try:
+        say("Verify backup before touching anything")
+        job = preflight(services, job)
+    except BaseException as exc:
+        finish(services, job, "refused", f"{type(exc).__name__}: {exc}")
+        raise
+    if job["dry_run"]:
+        return finish(services, job, "planned")
+    try:
+        _run_changing_steps(services, job, say)
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        say("Roll back")
+        try:
+            while not job.get("rollback", {}).get("done"):
+                job = rollback(services, job, None)
+            maintenance(services, {**job, "fail_after": None}, "end")
+        except BaseException as rollback_error:
+            finish(services, job, "rollback_failed", f"{error}; rollback: {type(rollback_error).__name__}")
+            raise
+        finish(services, job, "rolled_back", error)
+        raise
+    say("Record success")
+    return finish(services, job, "succeeded")
+
+
+def _run_changing_steps(services: Services, job: dict[str, Any], say: Any) -> None:
+    say("Start maintenance window")
+    maintenance(services, job, "start")
+    say("Take safety backup")
+    while not job.get("safety", {}).get("done"):
+        safety_backup(services, job, None)
+    if job["with"]["config"]:
+        say("Restore configuration")
+        restore_config(services, job)
+    if job["with"]["tokens"]:
+        say("Restore token store")
+        restore_tokens(services, job)
+    if job["with"]["redis"]:
+        say("Restore Redis keys")
+        while not job.get("redis", {}).get("done"):
+            restore_redis(services, job, None)
+    say("End maintenance window")
+    maintenance(services, job, "end")
+    say("Verify restored deployment")
+    verify(services, job)
