@@ -149,7 +149,7 @@ def apply(services: Services, bundle: ConfigBundle, current: ConfigBundle | None
         if content is None:
             delete_source(source, s3)
         else:
-            write_source(source, content, s3, services.settings.kms_key_id)
+            write_source(source, content, s3)
     return {
         "secrets": len(bundle.secrets),
         "parameters": len(bundle.parameters),

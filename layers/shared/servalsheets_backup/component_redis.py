@@ -141,7 +141,7 @@ def ingest_exports(services: Services, pending: PendingSet) -> tuple[PendingSet,
         return pending, False
     shards = [_ingest_one(services, pending, key, index) for index, key in enumerate(keys, start=1)]
     for key in keys:
-        services.store.s3.delete_object(Bucket=services.settings.bucket, Key=key)
+        _delete_all_versions(services, key)
     pending.components["redis"] = {
         "mode": "elasticache",
         "snapshot_name": pending.source.get("snapshot_name"),
@@ -152,6 +152,17 @@ def ingest_exports(services: Services, pending: PendingSet) -> tuple[PendingSet,
     }
     pending.redis_done = True
     return pending, True
+
+
+def _delete_all_versions(services: Services, key: str) -> None:
+    """Remove a plaintext staging export outright: every version, not just the current one."""
+    s3, bucket = services.store.s3, services.settings.bucket
+    listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    versions = [v for v in listing.get("Versions", []) + listing.get("DeleteMarkers", []) if v["Key"] == key]
+    if not versions:
+        s3.delete_object(Bucket=bucket, Key=key)
+    for version in versions:
+        s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
 
 
 def _ingest_one(services: Services, pending: PendingSet, key: str, index: int) -> dict[str, Any]:

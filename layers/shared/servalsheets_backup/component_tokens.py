@@ -77,7 +77,7 @@ def write(services: Services, data: bytes) -> None:
     """Write the token store atomically with mode 0600."""
     path = token_path(services)
     if path.startswith("s3://"):
-        write_source(path, FileContent(data, 0o600), services.client("s3"), services.settings.kms_key_id)
+        write_source(path, FileContent(data, 0o600), services.client("s3"))
         return
     from .tokenstore import write_token_file_atomic
 

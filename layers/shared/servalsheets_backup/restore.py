@@ -505,6 +505,7 @@ def _commit_safety(
         trigger=pending.trigger,
     )
     ref = services.store.commit(manifest)
+    services.store.mark_expirable(SAFETY_KIND)  # older safety sets now age out by lifecycle
     safety.update(
         done=True,
         empty=False,

@@ -60,16 +60,15 @@ def read_source(source: str, s3: Any | None = None) -> FileContent | None:
     return FileContent(path.read_bytes(), stat.S_IMODE(info.st_mode))
 
 
-def write_source(
-    source: str, content: FileContent, s3: Any | None = None, kms_key_id: str | None = None
-) -> None:
+def write_source(source: str, content: FileContent, s3: Any | None = None) -> None:
     """Write a file source atomically (temp file, fsync, rename) with its mode."""
     if source.startswith("s3://"):
         if s3 is None:
             raise ConfigurationError("an S3 client is needed to write s3:// targets")
         bucket, key = split_s3_uri(source)
-        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id} if kms_key_id else {}
-        s3.put_object(Bucket=bucket, Key=key, Body=content.data, **extra)
+        # The application's own bucket encrypts with its own default key: never our backup key,
+        # or the application could no longer read its own file.
+        s3.put_object(Bucket=bucket, Key=key, Body=content.data)
         return
     path = check_local_path(source)
     path.parent.mkdir(parents=True, exist_ok=True)
