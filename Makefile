@@ -34,8 +34,8 @@ drill: setup
 	$(BIN)/servalsheets-backup drill $(DRILL_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check layers functions tests bench
-	$(BIN)/ruff format --check layers functions tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
