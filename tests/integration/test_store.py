@@ -114,3 +114,13 @@ def test_manifest_tamper_raises_integrity_error(store: BackupStore) -> None:
     store.s3.put_object(Bucket=BUCKET, Key=key, Body=text)
     with pytest.raises(IntegrityError, match="manifest authenticity"):
         store.load_manifest(store.find(backup_id))
+
+
+def test_manifest_is_write_once(store: BackupStore) -> None:
+    from servalsheets_backup.store import SetExistsError
+
+    backup_id, manifest = _write_set(store)
+    with pytest.raises(SetExistsError):
+        store.commit(manifest)
+    assert [ref.backup_id for ref in store.list_sets("config")] == [backup_id]
+    assert store.verify_set(store.find(backup_id)).ok

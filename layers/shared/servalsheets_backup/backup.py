@@ -17,7 +17,7 @@ from .audit import write_audit
 from .errors import BackupSystemError, InvalidInputError
 from .manifest import KIND_COMPONENTS, Manifest, ObjectEntry, new_backup_id, validate_kind
 from .services import Services
-from .store import SetRef
+from .store import SetExistsError, SetRef
 
 logger = logging.getLogger(__name__)
 LABEL_MAX = 128
@@ -187,7 +187,13 @@ def finalize(services: Services, pending: PendingSet) -> BackupResult:
         label=pending.label,
         trigger=pending.trigger,
     )
-    ref = services.store.commit(manifest)
+    try:
+        ref = services.store.commit(manifest)
+    except SetExistsError:
+        # A retried finalize after the manifest was written: the set exists once, report it.
+        existing = services.store.load_manifest(services.store.find(pending.backup_id, pending.kind))
+        services.state.release(lock_name(pending.kind), pending.owner)
+        return _result(pending, existing, now)
     result = _result(pending, manifest, now)
     _after_commit(services, pending, ref, result)
     return result

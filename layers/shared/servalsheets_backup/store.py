@@ -16,7 +16,7 @@ from typing import Any
 from .adapters.aws import error_code
 from .adapters.s3 import MultipartSink, S3ObjectReader
 from .envelope import EnvelopeWriter, decrypt_stream, keyring_resolver, read_header
-from .errors import BackupNotFoundError, IntegrityError, InvalidInputError
+from .errors import BackupNotFoundError, BackupSystemError, IntegrityError, InvalidInputError
 from .keys import Keyring, encryption_context, fingerprint_key
 from .manifest import (
     KINDS,
@@ -30,6 +30,11 @@ from .manifest import (
 )
 
 EXPIRABLE_TAG = "servalsheets-backup:expirable"
+
+
+class SetExistsError(BackupSystemError):
+    """The manifest already exists: the set was completed before (a retried finalize)."""
+
 NOT_EXPIRABLE = f"{EXPIRABLE_TAG}=false"
 
 
@@ -206,9 +211,15 @@ class BackupStore:
             kms_key_id=self.kms_key_id,
             tags=NOT_EXPIRABLE,
             content_type="application/json",
+            write_once=True,
         )
         sink.write(body)
-        sink.close()
+        try:
+            sink.close()
+        except Exception as exc:
+            if error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise SetExistsError(f"backup set {manifest.backup_id} already has a manifest") from exc
+            raise
         return SetRef(manifest.kind, manifest.backup_id, key)
 
     # -- finding -------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class MultipartSink:
         tags: str = "",
         content_type: str = "application/octet-stream",
         part_size: int = PART_SIZE,
+        write_once: bool = False,
     ) -> None:
         self._s3 = s3
         self._bucket = bucket
@@ -40,6 +41,7 @@ class MultipartSink:
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []
         self._upload_id: str | None = None
+        self._write_once = write_once
         self._common: dict[str, Any] = {
             "ServerSideEncryption": "aws:kms",
             "SSEKMSKeyId": kms_key_id,
@@ -81,7 +83,10 @@ class MultipartSink:
         """Upload what is left and complete the object."""
         if self._upload_id is None:
             body = bytes(self._buffer)
+            # If-None-Match: * makes the write fail instead of replacing an existing object.
+            condition = {"IfNoneMatch": "*"} if self._write_once else {}
             response = self._s3.put_object(
+                **condition,
                 Bucket=self._bucket,
                 Key=self._key,
                 Body=body,
