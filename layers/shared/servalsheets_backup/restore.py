@@ -108,6 +108,22 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, 
             f"({', '.join(sorted(manifest.components))}) or another backup"
         )
     target = request.target.model_dump()
+    logical = not manifest.objects_of("redis") or _is_logical(manifest)
+    if "redis" in request.kinds and not logical and not request.target.new_replication_group_id:
+        raise InvalidInputError(
+            f"backup {ref.backup_id} holds ElastiCache RDB exports: set target.new_replication_group_id "
+            "to seed a new replication group (the running one is never overwritten)"
+        )
+    if request.verification and not (
+        request.target.redis_url_secret_id
+        or request.target.secret_prefix
+        or request.target.token_store_path
+        or request.target.new_replication_group_id
+    ):
+        raise InvalidInputError(
+            "a verification run must restore into an isolated target (target.redis_url_secret_id, "
+            "secret_prefix, token_store_path): it would otherwise overwrite production"
+        )
     lock = "restore:" + hashlib.sha256(repr(sorted(target.items())).encode()).hexdigest()[:16]
     services.state.acquire(lock, owner)
     job = {
@@ -128,7 +144,7 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, 
         "owner": owner,
         "started_ms": int(services.clock() * 1000),
         "backup_age_seconds": round(services.clock() - ref.created_at.timestamp(), 1),
-        "redis_mode": "logical" if manifest.objects_of("redis") and _is_logical(manifest) else "elasticache",
+        "redis_mode": "logical" if logical else "elasticache",
     }
     logger.info("restore prepared", extra={"restore_id": job["restore_id"], "backup_id": ref.backup_id})
     return job
@@ -555,11 +571,17 @@ def restore_tokens(services: Services, job: dict[str, Any]) -> dict[str, Any]:
 def restore_redis(services: Services, job: dict[str, Any], deadline: float | None) -> dict[str, Any]:
     """RESTORE the dump chunks into the target, continuing across invocations until done."""
     if job["redis_mode"] != "logical":
-        raise InvalidInputError(
-            "this backup holds ElastiCache RDB exports: restore it into a new replication group "
-            "(target.new_replication_group_id) with the ElastiCache console or the runbook's seeding steps"
-        )
-    state = job.setdefault("redis", {"chunk": 0, "records": 0, "flushed": False, "done": False, "totals": {}})
+        from . import component_redis_restore
+
+        job.setdefault("redis", {"done": False, "waiting": False})
+        manifest = _manifest(services, job)
+        component_redis_restore.step(services, job, manifest, lambda entry: _object(services, job, entry))
+        if job["redis"]["done"]:
+            maybe_fail(job, "restore-redis")
+        return job
+    state = job.setdefault(
+        "redis", {"chunk": 0, "records": 0, "flushed": False, "done": False, "waiting": False, "totals": {}}
+    )
     _restore_redis_from(
         target_services(services, job),
         job,
@@ -629,6 +651,10 @@ def verify(services: Services, job: dict[str, Any]) -> dict[str, Any]:
     checks: list[Check] = []
     if "redis" in job["components"] and job["redis_mode"] == "logical":
         checks += _verify_redis(target, job, manifest)
+    elif "redis" in job["components"]:
+        from . import component_redis_restore
+
+        checks += component_redis_restore.verify(target, job)
     if "tokens" in job["components"]:
         checks.append(_verify_tokens(target))
     if "config" in job["components"]:
@@ -751,7 +777,11 @@ def rollback(services: Services, job: dict[str, Any], deadline: float | None) ->
     if not state["small_done"]:
         _rollback_small(target, job, safety)
         state["small_done"] = True
-    if "redis" in job["components"] and job["redis_mode"] == "logical":
+    if "redis" in job["components"] and job["redis_mode"] != "logical":
+        from . import component_redis_restore
+
+        component_redis_restore.rollback(target, job)
+    elif "redis" in job["components"]:
         if "redis" in safety["absent"]:
             _flush(target)
             state["redis"]["done"] = True

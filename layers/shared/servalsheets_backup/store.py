@@ -35,6 +35,7 @@ EXPIRABLE_TAG = "servalsheets-backup:expirable"
 class SetExistsError(BackupSystemError):
     """The manifest already exists: the set was completed before (a retried finalize)."""
 
+
 NOT_EXPIRABLE = f"{EXPIRABLE_TAG}=false"
 
 

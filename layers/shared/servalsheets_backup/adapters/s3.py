@@ -33,6 +33,7 @@ class MultipartSink:
         content_type: str = "application/octet-stream",
         part_size: int = PART_SIZE,
         write_once: bool = False,
+        sse: str = "aws:kms",
     ) -> None:
         self._s3 = s3
         self._bucket = bucket
@@ -42,12 +43,9 @@ class MultipartSink:
         self._parts: list[dict[str, Any]] = []
         self._upload_id: str | None = None
         self._write_once = write_once
-        self._common: dict[str, Any] = {
-            "ServerSideEncryption": "aws:kms",
-            "SSEKMSKeyId": kms_key_id,
-            "BucketKeyEnabled": True,
-            "ContentType": content_type,
-        }
+        self._common: dict[str, Any] = {"ServerSideEncryption": sse, "ContentType": content_type}
+        if sse == "aws:kms":
+            self._common.update(SSEKMSKeyId=kms_key_id, BucketKeyEnabled=True)
         if tags:
             self._common["Tagging"] = tags
         self.version_id: str | None = None

@@ -1,0 +1,141 @@
+"""Restoring an ElastiCache-mode backup seeds a NEW replication group; rollback undoes it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+import redis
+from moto import mock_aws
+
+from servalsheets_backup.adapters.aws import reset_clients
+from servalsheets_backup.errors import InvalidInputError
+from servalsheets_backup.manifest import Manifest, new_backup_id
+from servalsheets_backup.restore import InjectedFault, run_restore
+from servalsheets_backup.services import Services
+from servalsheets_backup.settings import Settings
+from servalsheets_backup.testing.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+BUCKET = "ssbk-elasticache-restore"
+SECRET = "servalsheets/redis-url"
+
+
+@pytest.fixture
+def services(monkeypatch: pytest.MonkeyPatch) -> Iterator[Services]:
+    with mock_aws():
+        reset_clients()
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
+        boto3.client("dynamodb").create_table(
+            TableName="state",
+            BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        )
+        boto3.client("elasticache").create_replication_group(
+            ReplicationGroupId="prod",
+            ReplicationGroupDescription="prod",
+            CacheNodeType="cache.r7g.large",
+            Engine="redis",
+            NumNodeGroups=1,
+        )
+        boto3.client("secretsmanager").create_secret(
+            Name=SECRET, SecretString=json.dumps({"REDIS_URL": "redis://:hunter2-auth@master.prod:6379/0"})
+        )
+        monkeypatch.setenv("ALLOW_FAULT_INJECTION", "true")
+        settings = Settings.from_env(
+            {
+                "BACKUP_BUCKET": BUCKET,
+                "BACKUP_KMS_KEY_ID": key,
+                "BACKUP_ENVIRONMENT": "test",
+                "STATE_TABLE": "state",
+                "REDIS_MODE": "elasticache",
+                "ELASTICACHE_REPLICATION_GROUP_ID": "prod",
+                "REDIS_URL_SECRET_ID": SECRET,
+            }
+        )
+        yield Services(settings)
+        reset_clients()
+
+
+def _rdb(server: RedisServer) -> bytes:
+    client = redis.Redis.from_url(server.url)
+    client.set("refresh:abc", "x" * 100)
+    client.save()
+    client.close()
+    return Path(server.workdir, "dump.rdb").read_bytes()
+
+
+def _backup(services: Services, rdb: bytes) -> str:
+    backup_id = new_backup_id()
+    entry = services.store.write_object(
+        "redis", backup_id, "redis/shard-0001.rdb", "redis", rdb, {"rdb_files": 1}
+    )
+    services.store.commit(
+        Manifest(
+            backup_id,
+            "redis",
+            "2026-11-25T02:00:00Z",
+            "test",
+            [entry],
+            components={"redis": {"mode": "elasticache"}},
+        )
+    )
+    return backup_id
+
+
+def _request(**extra: object) -> dict[str, object]:
+    return {
+        "backup": "latest",
+        "kinds": ["redis"],
+        "requested_by": "test",
+        "target": {"new_replication_group_id": "prod-restored", "update_redis_url_secret": True},
+        **extra,
+    }
+
+
+def _secret() -> str:
+    return json.loads(boto3.client("secretsmanager").get_secret_value(SecretId=SECRET)["SecretString"])[
+        "REDIS_URL"
+    ]
+
+
+def test_seeds_a_new_group_and_points_the_secret_at_it(services: Services, redis_server: RedisServer) -> None:
+    rdb = _rdb(redis_server)
+    _backup(services, rdb)
+    summary = run_restore(services, _request(), "tester")
+    assert summary["outcome"] == "succeeded"
+    group = boto3.client("elasticache").describe_replication_groups(ReplicationGroupId="prod-restored")
+    endpoint = group["ReplicationGroups"][0]["NodeGroups"][0]["PrimaryEndpoint"]["Address"]
+    assert summary["results"]["redis"]["endpoint"].startswith(endpoint)
+    assert _secret() == f"redis://:hunter2-auth@{endpoint}:6379/0"
+    assert group["ReplicationGroups"][0]["CacheNodeType"] == "cache.r7g.large"
+    staged = boto3.client("s3").list_object_versions(Bucket=BUCKET, Prefix="staging/")
+    assert not staged.get("Versions"), "plaintext RDB copies must be gone after seeding"
+    assert "hunter2-auth" not in json.dumps(summary)
+
+
+def test_failure_after_seeding_rolls_back_secret_and_group(
+    services: Services, redis_server: RedisServer
+) -> None:
+    _backup(services, _rdb(redis_server))
+    before = _secret()
+    with pytest.raises(InjectedFault):
+        run_restore(services, _request(fail_after="verify"), "tester")
+    assert _secret() == before
+    groups = boto3.client("elasticache").describe_replication_groups()["ReplicationGroups"]
+    assert [g["ReplicationGroupId"] for g in groups if g.get("Status") != "deleting"] == ["prod"]
+
+
+def test_rdb_backup_without_a_new_group_is_refused(services: Services, redis_server: RedisServer) -> None:
+    _backup(services, _rdb(redis_server))
+    with pytest.raises(InvalidInputError, match="new_replication_group_id"):
+        run_restore(services, {"backup": "latest", "kinds": ["redis"]}, "tester")
+    assert os.environ.get("ALLOW_FAULT_INJECTION") == "true"
