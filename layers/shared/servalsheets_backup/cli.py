@@ -302,14 +302,20 @@ def cmd_decrypt(args: argparse.Namespace, out: Output) -> int:
         )
     written = []
     versions = report.versions()
-    for entry in report.manifest.objects:
-        target = _safe_target(args.out, entry.name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            for chunk in store.read_object(ref, entry, version_id=versions.get(entry.name), keyring=keyring):
-                handle.write(chunk)
-        written.append({"object": entry.name, "path": str(target), "bytes": entry.plaintext_size})
+    total = sum(entry.plaintext_size for entry in report.manifest.objects)
+    progress, task = out.progress(total, f"decrypting {ref.backup_id}")
+    with progress:
+        for entry in report.manifest.objects:
+            target = _safe_target(args.out, entry.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                for chunk in store.read_object(
+                    ref, entry, version_id=versions.get(entry.name), keyring=keyring
+                ):
+                    handle.write(chunk)
+                    progress.advance(task, len(chunk))
+            written.append({"object": entry.name, "path": str(target), "bytes": entry.plaintext_size})
 
     def human() -> None:
         for item in written:
