@@ -47,12 +47,17 @@ statelint: $(STAMP)
 	@for f in statemachines/*.asl.json; do \
 	  echo "statelint $$f"; $(BIN)/statelint --ignore=URI $$f || exit 1; done
 
+# docs/*-state-machine.md from statemachines/*.asl.json (stdlib only; tests/unit/test_docs.py checks them).
+diagrams:
+	$(PYTHON) tools/asl_diagram.py
+
 pytest: setup
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck cfn-lint statelint pytest
 
 bench: setup
+	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:

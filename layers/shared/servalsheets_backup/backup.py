@@ -15,7 +15,7 @@ from typing import Any
 
 from .audit import write_audit
 from .errors import BackupSystemError, InvalidInputError
-from .manifest import KIND_COMPONENTS, Manifest, ObjectEntry, new_backup_id, validate_kind
+from .manifest import KIND_COMPONENTS, Manifest, ObjectEntry, backup_time, new_backup_id, validate_kind
 from .services import Services
 from .store import SetExistsError, SetRef
 
@@ -54,9 +54,16 @@ class PendingSet:
         if not isinstance(raw, dict):
             raise InvalidInputError("pending must be the object returned by begin_backup")
         try:
-            return cls(**raw)
+            pending = cls(**raw)
         except TypeError as exc:
             raise InvalidInputError(f"pending set is malformed: {exc}") from exc
+        # The kind and id become S3 key prefixes: check them, and the types the steps rely on.
+        validate_kind(pending.kind)
+        backup_time(pending.backup_id)
+        wrong = [name for name, kind in _PENDING_TYPES.items() if not isinstance(getattr(pending, name), kind)]
+        if wrong:
+            raise InvalidInputError(f"pending set is malformed: wrong type for {', '.join(wrong)}")
+        return pending
 
     def add(self, entry: ObjectEntry) -> None:
         """Record an uploaded object."""
@@ -66,6 +73,20 @@ class PendingSet:
     def wants(self) -> tuple[str, ...]:
         """The components this kind of set holds."""
         return KIND_COMPONENTS[self.kind]
+
+
+_PENDING_TYPES: dict[str, type | tuple[type, ...]] = {
+    "created_ms": int,
+    "owner": str,
+    "label": (str, type(None)),
+    "trigger": (str, type(None)),
+    "objects": list,
+    "components": dict,
+    "source": dict,
+    "redis_cursor": int,
+    "redis_chunks": int,
+    "redis_done": bool,
+}
 
 
 @dataclass
@@ -312,8 +333,13 @@ def run_backup(
 
 
 def _describe(exc: BaseException) -> str:
+    from .adapters.aws import describe_aws_error
+
     if isinstance(exc, BackupSystemError):
         return f"{type(exc).__name__}: {exc}"
+    aws_error = describe_aws_error(exc)
+    if aws_error:
+        return f"ClientError: {aws_error}"  # botocore's modelled subclasses repeat the code as name
     return type(exc).__name__  # messages of foreign exceptions may quote data; keep only the type
 
 

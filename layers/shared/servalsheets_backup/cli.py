@@ -414,6 +414,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("interrupted\n")
         return 130
     except Exception as exc:  # unexpected: name the type, never dump data that may hold secrets
+        from .adapters.aws import describe_aws_error
+
+        aws_error = describe_aws_error(exc)
+        if aws_error:
+            sys.stderr.write(f"error: AWS request failed: {aws_error}\n")
+            return EXIT_ERROR
         sys.stderr.write(f"error: unexpected {type(exc).__name__}; rerun with LOG_LEVEL=DEBUG for details\n")
         logging.getLogger(__name__).debug("unexpected error", exc_info=True)
         return EXIT_ERROR

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .adapters.files import FileContent, read_source, write_source
+from .adapters.files import FileContent, check_local_path, read_source, write_source
 from .errors import ConfigurationError, TokenStoreError
 from .services import Services
 from .tokenstore import decrypt_store, key_fingerprint, parse_key, parse_store, summarize_tokens
@@ -25,7 +25,10 @@ def token_path(services: Services) -> str:
         raise ConfigurationError(
             "GOOGLE_TOKEN_STORE_PATH is not set: point it at the token store file (EFS path or s3:// URI)"
         )
-    return services.settings.token_store_path
+    path = services.settings.token_store_path
+    if not path.startswith("s3://"):
+        check_local_path(path)
+    return path
 
 
 def live_key(services: Services) -> bytes:

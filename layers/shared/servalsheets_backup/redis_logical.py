@@ -363,8 +363,33 @@ def connect(url: str, *, socket_timeout: float = 30) -> redis.Redis:
     except ValueError:
         raise InvalidInputError(f"malformed Redis URL {redact_url(url)}") from None
     with redis_errors(client, "connect"):
-        client.ping()
+        try:
+            client.ping()
+        except (redis.ConnectionError, redis.TimeoutError):
+            # A TLS handshake with a plain-text server never completes: say so, not "unreachable".
+            if scheme == "rediss" and _answers_plain_text(client):
+                client.close()
+                raise RedisBackupError(
+                    f"connect: Redis at {server_address(client)} answers in plain text, not TLS: the URL "
+                    "says rediss:// but this port has no TLS; use redis:// or the server's TLS port"
+                ) from None
+            raise
     return client
+
+
+def _answers_plain_text(client: redis.Redis) -> bool:
+    """True when the client's host and port answer a plain-text PING with a RESP reply."""
+    import socket
+
+    kwargs = client.connection_pool.connection_kwargs
+    try:
+        with socket.create_connection((kwargs.get("host", "localhost"), kwargs.get("port", 6379)), 2) as sock:
+            sock.settimeout(2)
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(16)
+    except OSError:
+        return False
+    return reply[:1] in (b"+", b"-")  # +PONG, or -NOAUTH / -ERR from a server wanting AUTH
 
 
 def server_address(client: redis.Redis) -> str:

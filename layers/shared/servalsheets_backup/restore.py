@@ -386,6 +386,8 @@ def _ensure_secrets(
 # -- 3. maintenance window -------------------------------------------------------------------
 def maintenance(services: Services, job: dict[str, Any], phase: str) -> dict[str, Any]:
     """Notify, and scale the ECS service down (``start``) or back up (``end``) when configured."""
+    if phase not in ("start", "end"):
+        raise InvalidInputError(f"phase must be 'start' or 'end', not {phase[:40]!r}")
     settings = services.settings
     if settings.ecs_cluster and settings.ecs_service and not job.get("verification"):
         ecs = services.client("ecs")
@@ -948,7 +950,33 @@ def job_from(event: Any) -> dict[str, Any]:
     job = event.get("job") if isinstance(event, dict) else None
     if not isinstance(job, dict) or "restore_id" not in job:
         raise InvalidInputError("this restore step needs the 'job' returned by prepare_restore")
+    wrong = [name for name, kind in _JOB_TYPES.items() if not isinstance(job.get(name), kind)]
+    source = job.get("source")
+    if isinstance(source, dict) and not all(isinstance(source.get(k), str) for k in _SOURCE_FIELDS):
+        wrong.append("source")
+    if wrong:
+        raise InvalidInputError(
+            f"the 'job' returned by prepare_restore is malformed ({', '.join(wrong)}): pass it on unchanged"
+        )
     return job
+
+
+_JOB_TYPES: dict[str, type] = {
+    "restore_id": str,
+    "source": dict,
+    "components": list,
+    "with": dict,
+    "mode": str,
+    "key_patterns": list,
+    "dry_run": bool,
+    "verification": bool,
+    "target": dict,
+    "lock": str,
+    "owner": str,
+    "started_ms": int,
+    "redis_mode": str,
+}
+_SOURCE_FIELDS = ("kind", "backup_id", "manifest_key")
 
 
 def describe_failure(event: dict[str, Any]) -> str:

@@ -34,3 +34,16 @@ def error_code(exc: BaseException) -> str:
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", ""))
     return ""
+
+
+def describe_aws_error(exc: BaseException) -> str | None:
+    """``"<ErrorCode> from <Operation>"`` for a botocore ClientError, else None.
+
+    Only the error code and the operation: enough to name the cause (AccessDeniedException from
+    GenerateDataKey, SlowDown from UploadPart) without quoting a service's message text.
+    """
+    code = error_code(exc)
+    operation = getattr(exc, "operation_name", None)
+    if not code or not operation:
+        return None
+    return f"{code} from {operation}"

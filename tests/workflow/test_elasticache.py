@@ -1,0 +1,212 @@
+"""The backup state machine in ElastiCache mode: snapshot, wait, export, ingest a real RDB, finalize.
+
+moto keeps the snapshot bookkeeping (CreateSnapshot / DescribeSnapshots run through the ASL's
+aws-sdk tasks); the export to S3, which moto lacks, is an RdbExporter writing the RDB file that
+the production test redis-server itself SAVEs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from servalsheets_backup.adapters.elasticache import snapshot_name
+from servalsheets_backup.component_redis import STAGING_PREFIX
+from servalsheets_backup.component_redis_restore import seed_key
+from servalsheets_backup.testing.environment import REDIS_SECRET, LocalEnvironment, start_environment
+from servalsheets_backup.testing.servalsheets_state import SeededState
+
+from .support import (
+    ELASTICACHE_PARAMETERS,
+    REPLICATION_GROUP,
+    RdbExporter,
+    SnapshotLifecycle,
+    create_replication_group,
+    elasticache_services,
+    held_locks,
+    install_services,
+    run_backup,
+    run_restore,
+    set_objects,
+    sets,
+)
+
+pytestmark = pytest.mark.workflow
+
+REQUEST = {"kind": "redis", "trigger": "schedule", "poll_seconds": 0}
+EXPECTED_PATH = [
+    "Begin backup",
+    "Include configuration?",
+    "Include token store?",
+    "Include Redis?",
+    "Create ElastiCache snapshot",
+    "Wait for snapshot",
+    "Check snapshot status",
+    "Snapshot available?",  # still creating: wait and poll again
+    "Wait for snapshot",
+    "Check snapshot status",
+    "Snapshot available?",
+    "Export snapshot to staging",
+    "Wait for export",
+    "Ingest exported RDB files",
+    "Export ingested?",  # the export has not landed yet: wait and look again
+    "Wait for export",
+    "Ingest exported RDB files",
+    "Export ingested?",
+    "Finalize backup",
+    "Backup succeeded",
+]
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[LocalEnvironment]:
+    """A deployment with RedisMode=elasticache and the replication group it snapshots."""
+    environment = start_environment(extra_parameters=ELASTICACHE_PARAMETERS)
+    try:
+        create_replication_group(environment)
+        yield environment
+    finally:
+        environment.close()
+
+
+def staged(env: LocalEnvironment) -> list[str]:
+    """Objects left under staging/ (plaintext exports)."""
+    store = env.services().store
+    listing = store.s3.list_objects_v2(Bucket=store.bucket, Prefix=STAGING_PREFIX)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def test_snapshot_is_exported_validated_and_ingested(
+    env: LocalEnvironment, seeded: SeededState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a snapshot that takes one poll to become available and an export that lands late
+    SnapshotLifecycle(status="creating", polls_until_available=1).install(monkeypatch)
+    exporter = RdbExporter(env.production, delay=1)
+    install_services(env, elasticache_services(exporter))
+    env.runner.before_invoke = exporter.before_invoke
+
+    # When the redis backup runs in ElastiCache mode
+    run = run_backup(env, REQUEST)
+
+    # Then it went Create snapshot -> Wait -> Check -> Export -> Ingest -> Finalize
+    assert run.status == "SUCCEEDED", (run.error, run.cause[:500])
+    assert run.entered == EXPECTED_PATH
+    backup_id = run.output["backup_id"]
+    created = run.task_input("Create ElastiCache snapshot")
+    assert created == {"ReplicationGroupId": REPLICATION_GROUP, "SnapshotName": snapshot_name(backup_id)}
+    assert exporter.exports == [snapshot_name(backup_id)]
+
+    # ... and the set holds the exporter's real RDB, encrypted, byte for byte
+    ref = next(ref for ref in sets(env, "redis") if ref.backup_id == backup_id)
+    store = env.services().store
+    assert store.verify_set(ref).ok
+    manifest = store.load_manifest(ref)
+    assert [entry.name for entry in manifest.objects] == ["redis/shard-0001.rdb"]
+    assert exporter.rdb is not None and exporter.rdb.startswith(b"REDIS")
+    assert b"".join(store.read_object(ref, manifest.objects[0])) == exporter.rdb
+    shard = manifest.components["redis"]["shards"][0]
+    assert manifest.components["redis"]["mode"] == "elasticache"
+    assert shard["checksum_verified"] is True and shard["size"] == len(exporter.rdb)
+    # The plaintext staging copy is gone; the snapshot itself is kept (the newest is never pruned)
+    assert staged(env) == []
+    snapshots = env.client("elasticache").describe_snapshots(SnapshotName=snapshot_name(backup_id))
+    assert snapshots["Snapshots"][0]["SnapshotStatus"] == "available"
+    assert held_locks(env) == {}
+
+
+def test_corrupted_rdb_fails_the_backup_and_lists_no_set(env: LocalEnvironment, seeded: SeededState) -> None:
+    before = [ref.backup_id for ref in sets(env, "redis")]
+    install_services(env, elasticache_services(RdbExporter(env.production, corrupt=True)))
+
+    run = run_backup(env, REQUEST)
+
+    assert run.status == "FAILED" and run.error == "BackupFailed"
+    assert run.cause.startswith("InvalidRdbError: "), run.cause
+    assert run.entered[-3:] == ["Ingest exported RDB files", "Record backup failure", "Backup failed"]
+    assert [ref.backup_id for ref in sets(env, "redis")] == before
+    backup_id = run.task_output("Begin backup")["pending"]["backup_id"]
+    assert set_objects(env, "redis", backup_id) == []
+    assert env.metrics.values("BackupFailed", "redis") == [1]
+    assert held_locks(env) == {}
+
+
+def test_begin_backup_plans_the_configured_replication_group(
+    env: LocalEnvironment, seeded: SeededState
+) -> None:
+    install_services(env, elasticache_services(RdbExporter(env.production), fill_in_group=False))
+
+    run = run_backup(env, REQUEST)
+
+    assert run.task_input("Create ElastiCache snapshot")["ReplicationGroupId"] == REPLICATION_GROUP
+    assert run.status == "SUCCEEDED", (run.error, run.cause[:300])
+
+
+def elasticache_backup(env: LocalEnvironment, exporter: RdbExporter) -> str:
+    """Make an ElastiCache-mode redis backup of the seeded production Redis; its id."""
+    install_services(env, elasticache_services(exporter))
+    run = run_backup(env, REQUEST)
+    assert run.status == "SUCCEEDED", (run.error, run.cause[:500])
+    return str(run.output["backup_id"])
+
+
+def group_status(env: LocalEnvironment, group_id: str) -> str | None:
+    """A replication group's status, or None when there is no such group."""
+    try:
+        groups = env.client("elasticache").describe_replication_groups(ReplicationGroupId=group_id)
+    except Exception as exc:  # ReplicationGroupNotFoundFault
+        assert "ReplicationGroupNotFound" in str(exc), exc
+        return None
+    return str(groups["ReplicationGroups"][0]["Status"])
+
+
+@pytest.mark.parametrize("fail_after", [None, "verify"], ids=["seeded", "rolled-back"])
+def test_elasticache_backup_restores_into_a_new_replication_group(
+    env: LocalEnvironment, seeded: SeededState, fail_after: str | None
+) -> None:
+    # Given an ElastiCache-mode backup and the live REDIS_URL secret
+    exporter = RdbExporter(env.production)
+    backup_id = elasticache_backup(env, exporter)
+    manager = env.client("secretsmanager")
+    live_url = manager.get_secret_value(SecretId=REDIS_SECRET)["SecretString"]
+    staged_seeds: list[tuple[bytes, str]] = []
+
+    def look_at_the_seed(folder: str, payload: dict[str, Any]) -> None:
+        job = payload.get("job") or {}
+        if folder == "restore_redis" and (job.get("redis") or {}).get("phase") == "creating":
+            store = env.services().store
+            key = seed_key(job["restore_id"], 1)
+            seed = store.s3.get_object(Bucket=store.bucket, Key=key)
+            staged_seeds.append((seed["Body"].read(), seed.get("ServerSideEncryption", "")))
+
+    new_group = f"servalsheets-restored-{fail_after or 'ok'}"
+    env.runner.before_invoke = look_at_the_seed
+    try:
+        # When it is restored into a new group, pointing REDIS_URL at it
+        target = {"new_replication_group_id": new_group, "update_redis_url_secret": True}
+        request = {"backup": backup_id, "kinds": ["redis"], "target": target, "poll_seconds": 0}
+        run = run_restore(env, **request, **({"fail_after": fail_after} if fail_after else {}))
+
+        # Then the decrypted RDB was staged (SSE-S3, as ElastiCache needs) while the group was seeded
+        assert staged_seeds == [(exporter.rdb, "AES256")]
+        assert "Wait for new replication group" in run.entered
+        assert group_status(env, REPLICATION_GROUP) == "available"  # the running group is untouched
+        store = env.services().store
+        left = store.s3.list_objects_v2(Bucket=store.bucket, Prefix=STAGING_PREFIX + "restore/")
+        assert left.get("KeyCount", 0) == 0  # plaintext seeds removed
+        if fail_after is None:
+            assert run.status == "SUCCEEDED", (run.error, run.cause[:500])
+            results = run.output["results"]["redis"]
+            assert results["replication_group_id"] == new_group and results["endpoint"]
+            assert group_status(env, new_group) == "available"
+            assert results["endpoint"] in manager.get_secret_value(SecretId=REDIS_SECRET)["SecretString"]
+        else:
+            # ... and a failure afterwards deletes the new group and moves the secret back
+            assert run.status == "FAILED" and run.error == "InjectedFault", run.cause[:500]
+            assert "Roll back" in run.entered
+            assert group_status(env, new_group) in (None, "deleting")  # moto keeps it as deleting
+            assert manager.get_secret_value(SecretId=REDIS_SECRET)["SecretString"] == live_url
+        assert held_locks(env) == {}
+    finally:
+        manager.put_secret_value(SecretId=REDIS_SECRET, SecretString=live_url)
