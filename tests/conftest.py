@@ -29,6 +29,8 @@ def _aws_test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "ServalSheets/Backup")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "servalsheets-backup")
+    # Tests restore into throwaway redis-servers named by URL; deployed stacks never set this.
+    monkeypatch.setenv("ALLOW_LITERAL_REDIS_URL", "true")
 
 
 @pytest.fixture

@@ -41,3 +41,20 @@ def test_every_function_has_a_sample_event_of_the_right_shape(folder: str) -> No
 def test_samples_name_no_local_paths_or_drill_resources() -> None:
     text = "\n".join((ROOT / "events" / "functions" / f"{folder}.json").read_text() for folder in FUNCTIONS)
     assert "/tmp/" not in text and "drill" not in text
+
+
+def test_literal_redis_url_targets_are_refused_outside_local_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from servalsheets_backup.errors import InvalidInputError
+    from servalsheets_backup.restore import prepare
+
+    monkeypatch.delenv("ALLOW_LITERAL_REDIS_URL")
+    request = {"backup": "latest", "kinds": ["redis"], "target": {"redis_url": "redis://203.0.113.9:6379/0"}}
+    with pytest.raises(InvalidInputError, match="redis_url_secret_id"):
+        prepare(None, request, "owner")  # type: ignore[arg-type] - refused before any service is used
+
+
+def test_replace_mode_cannot_be_selective() -> None:
+    from servalsheets_backup.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="cannot be combined with key_patterns"):
+        parse(RestoreRequest, {"mode": "replace", "key_patterns": ["refresh:*"]}, "restore input")

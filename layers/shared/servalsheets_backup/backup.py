@@ -60,7 +60,9 @@ class PendingSet:
         # The kind and id become S3 key prefixes: check them, and the types the steps rely on.
         validate_kind(pending.kind)
         backup_time(pending.backup_id)
-        wrong = [name for name, kind in _PENDING_TYPES.items() if not isinstance(getattr(pending, name), kind)]
+        wrong = [
+            name for name, kind in _PENDING_TYPES.items() if not isinstance(getattr(pending, name), kind)
+        ]
         if wrong:
             raise InvalidInputError(f"pending set is malformed: wrong type for {', '.join(wrong)}")
         return pending

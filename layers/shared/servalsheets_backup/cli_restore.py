@@ -16,6 +16,8 @@ from .errors import InvalidInputError, RestoreVerificationError
 from .manifest import COMPONENT_KINDS, KINDS
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Any], int]] = {}
+# The drill needs the development dependencies (moto, PyYAML): import it only when it runs.
+DRILL_SCENARIOS = ("full-restore", "oauth-only", "wrong-token-key", "corrupted-backup", "rollback")
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 
@@ -90,14 +92,12 @@ def _restore_args(command: argparse.ArgumentParser) -> None:
 
 
 def _drill_args(command: argparse.ArgumentParser) -> None:
-    from .drill import SCENARIOS
-
     command.add_argument("--keys", type=int, default=2000, help="Redis keys to seed (default 2000)")
     command.add_argument(
         "--kinds", default="config,tokens,redis", help="scheduled backups to run before the full one"
     )
     command.add_argument(
-        "--scenario", choices=SCENARIOS, default="full-restore", help="which restore case to drill"
+        "--scenario", choices=DRILL_SCENARIOS, default="full-restore", help="which restore case to drill"
     )
     command.add_argument(
         "--keep",

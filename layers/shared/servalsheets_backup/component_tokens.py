@@ -68,7 +68,8 @@ def check_with_key(data: bytes, key: bytes) -> dict[str, Any]:
 def capture(services: Services) -> tuple[bytes, dict[str, Any]]:
     """Read the token store and prove the live key decrypts it; returns (bytes, summary)."""
     data = read_current(services, must_exist=True)
-    assert data is not None  # must_exist raises instead
+    if data is None:  # must_exist raises first; an explicit check, as asserts vanish under -O
+        raise TokenStoreError(f"token store {token_path(services)} does not exist; nothing to back up")
     summary = check_with_key(data, live_key(services))
     summary["source"] = token_path(services)
     summary["size"] = len(data)

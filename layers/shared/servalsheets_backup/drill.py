@@ -17,11 +17,12 @@ from typing import Any
 
 import redis
 
+from .cli_restore import DRILL_SCENARIOS
 from .redis_logical import OAUTH_KEY_PATTERNS, compile_patterns, same_value
 from .testing.environment import ENV_SECRET, TOKEN_KEY_SECRET, LocalEnvironment, start_environment
 from .testing.servalsheets_state import SeededState, redis_snapshot, seed_state
 
-SCENARIOS = ("full-restore", "oauth-only", "wrong-token-key", "corrupted-backup", "rollback")
+SCENARIOS = DRILL_SCENARIOS
 BACKUP_SCHEDULES = {
     "config": "BackupStateMachineConfigSchedule",
     "tokens": "BackupStateMachineTokensSchedule",
@@ -158,7 +159,9 @@ def _disaster(environment: LocalEnvironment) -> None:
         client.close()
     environment.token_path.unlink()
     environment.client("secretsmanager").put_secret_value(
-        SecretId=ENV_SECRET, SecretString=json.dumps({"JWT_SECRET": "overwritten-by-the-disaster"})
+        # bandit B105: a value the drill writes to simulate a disaster, not a credential.
+        SecretId=ENV_SECRET,
+        SecretString=json.dumps({"JWT_SECRET": "overwritten-by-the-disaster"}),  # nosec B105
     )
 
 

@@ -75,5 +75,13 @@ class RestoreVerificationError(BackupSystemError):
     exit_code = 6
 
 
+class ApplicationNotReadyError(RestoreVerificationError):
+    """The restored data verified, but the application's health checks do not pass (yet).
+
+    The restore state machine retries this for several minutes before rolling back, because the
+    service has just been scaled back up.
+    """
+
+
 class RedisBackupError(BackupSystemError):
     """Reading from or writing to Redis failed for a reason that is not transient."""

@@ -20,6 +20,7 @@ from typing import Any
 from . import backup, component_config, component_redis, component_tokens
 from .audit import write_audit
 from .errors import (
+    ApplicationNotReadyError,
     BackupNotFoundError,
     BackupSystemError,
     IntegrityError,
@@ -44,7 +45,10 @@ from .store import SetRef
 
 logger = logging.getLogger(__name__)
 FAULT_INJECTION_ENV = "ALLOW_FAULT_INJECTION"
+LITERAL_REDIS_URL_ENV = "ALLOW_LITERAL_REDIS_URL"
 SAFETY_KIND = "pre-restore"
+APP_READY_ATTEMPTS = 20  # with the interval below: up to five minutes for the service to come up
+APP_READY_INTERVAL_SECONDS = 15
 
 
 class InjectedFault(BackupSystemError):
@@ -94,6 +98,12 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, 
     request: RestoreRequest = parse(RestoreRequest, raw, "restore input")
     if request.fail_after and os.environ.get(FAULT_INJECTION_ENV) != "true":
         raise InvalidInputError("fail_after is a test hook; it is refused unless ALLOW_FAULT_INJECTION=true")
+    if request.target.redis_url and os.environ.get(LITERAL_REDIS_URL_ENV) != "true":
+        raise InvalidInputError(
+            "target.redis_url is only accepted where ALLOW_LITERAL_REDIS_URL=true (local drills and tests): "
+            "on AWS pass target.redis_url_secret_id, a secret the restore functions are allowed to read, "
+            "so a restore cannot be pointed at an arbitrary endpoint"
+        )
     if request.target.redis_url and "@" in request.target.redis_url:
         raise InvalidInputError(
             "target.redis_url must not carry credentials (they would show in the execution history): "
@@ -101,7 +111,7 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, 
         )
     ref = resolve_source(services, request)
     manifest = services.store.load_manifest(ref)
-    missing = [c for c in request.kinds if not manifest.objects_of(c) and c not in manifest.components]
+    missing = [c for c in request.kinds if not _holds(manifest, c)]
     if missing:
         raise InvalidInputError(
             f"backup {ref.backup_id} ({ref.kind}) holds no {', '.join(missing)}: choose kinds it holds "
@@ -148,6 +158,14 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, 
     }
     logger.info("restore prepared", extra={"restore_id": job["restore_id"], "backup_id": ref.backup_id})
     return job
+
+
+def _holds(manifest: Manifest, component: str) -> bool:
+    """True when the set has data for ``component`` (a safety set records absent ones too)."""
+    summary = manifest.components.get(component)
+    if isinstance(summary, dict) and summary.get("absent"):
+        return False
+    return bool(manifest.objects_of(component)) or (component == "redis" and summary is not None)
 
 
 def _is_logical(manifest: Manifest) -> bool:
@@ -389,7 +407,7 @@ def maintenance(services: Services, job: dict[str, Any], phase: str) -> dict[str
     if phase not in ("start", "end"):
         raise InvalidInputError(f"phase must be 'start' or 'end', not {phase[:40]!r}")
     settings = services.settings
-    if settings.ecs_cluster and settings.ecs_service and not job.get("verification"):
+    if settings.ecs_cluster and settings.ecs_service and not is_isolated(job):
         ecs = services.client("ecs")
         if phase == "start":
             described = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])
@@ -410,6 +428,14 @@ def maintenance(services: Services, job: dict[str, Any], phase: str) -> dict[str
     )
     maybe_fail(job, f"maintenance-{phase}")
     return job
+
+
+def is_isolated(job: dict[str, Any]) -> bool:
+    """True when the restore goes to a target other than production (or is a verification run).
+
+    Such restores never scale the production service down and never judge production's health.
+    """
+    return bool(job.get("verification")) or any(value for value in job["target"].values())
 
 
 def notify(services: Services, subject: str, message: str) -> None:
@@ -661,16 +687,23 @@ def verify(services: Services, job: dict[str, Any]) -> dict[str, Any]:
         checks.append(_verify_tokens(target))
     if "config" in job["components"]:
         checks += _verify_config(target, job, manifest)
-    if services.settings.app_url and not job.get("verification"):
-        checks += check_application(
+    app_checks: list[Check] = []
+    if services.settings.app_url and not is_isolated(job):
+        app_checks = check_application(
             services.settings.app_url, services.settings.app_host, services.settings.oauth_issuer
         )
-    job["checks"] = [check.as_dict() for check in checks]
+    job["checks"] = [check.as_dict() for check in checks + app_checks]
     failed = [check for check in checks if not check.ok]
     maybe_fail(job, "verify")
     if failed:
         raise RestoreVerificationError(
             "restore verification failed: " + "; ".join(f"{c.name} ({c.detail})" for c in failed)
+        )
+    unready = [check for check in app_checks if not check.ok]
+    if unready:
+        # The data is right; the application may still be starting after the scale-up.
+        raise ApplicationNotReadyError(
+            "the application is not healthy yet: " + "; ".join(f"{c.name} ({c.detail})" for c in unready)
         )
     return job
 
@@ -1042,4 +1075,11 @@ def _run_changing_steps(services: Services, job: dict[str, Any], say: Any) -> No
     say("End maintenance window")
     maintenance(services, job, "end")
     say("Verify restored deployment")
-    verify(services, job)
+    for attempt in range(APP_READY_ATTEMPTS):
+        try:
+            verify(services, job)
+            return
+        except ApplicationNotReadyError:
+            if attempt == APP_READY_ATTEMPTS - 1:
+                raise
+            time.sleep(APP_READY_INTERVAL_SECONDS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InvalidInputError
 from .manifest import COMPONENT_KINDS, KINDS
@@ -100,6 +100,15 @@ class RestoreRequest(_Strict):
             if not pattern or len(pattern) > 512:
                 raise ValueError("each key pattern must be 1 to 512 characters")
         return value
+
+    @model_validator(mode="after")
+    def _replace_restores_everything(self) -> RestoreRequest:
+        if self.mode == "replace" and self.key_patterns:
+            raise ValueError(
+                'mode "replace" flushes the whole target first, so it cannot be combined with key_patterns: '
+                'use mode "merge" or "missing-only" for a selective restore'
+            )
+        return self
 
     @field_validator("source_kind")
     @classmethod

@@ -28,10 +28,11 @@ from .moto_server import MotoServer, start_moto
 from .redis_server import RedisServer, start_redis
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
-REDIS_SECRET = "servalsheets/drill/redis-url"
-TARGET_REDIS_SECRET = "servalsheets/drill/restore-test-redis-url"
-TOKEN_KEY_SECRET = "servalsheets/drill/token-key"
-ENV_SECRET = "servalsheets/drill/env"
+# bandit B105: names of the drill's Secrets Manager secrets, not their values.
+REDIS_SECRET = "servalsheets/drill/redis-url"  # nosec B105
+TARGET_REDIS_SECRET = "servalsheets/drill/restore-test-redis-url"  # nosec B105
+TOKEN_KEY_SECRET = "servalsheets/drill/token-key"  # nosec B105
+ENV_SECRET = "servalsheets/drill/env"  # nosec B105
 PARAMETER_PATH = "/servalsheets/drill/"
 
 
@@ -232,7 +233,8 @@ def start_environment(
                 "AWS_ENDPOINT_URL": moto.endpoint,
                 "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_ACCESS_KEY_ID": "drill",
-                "AWS_SECRET_ACCESS_KEY": "drill",
+                # bandit B105: a dummy credential for the local moto server on 127.0.0.1.
+                "AWS_SECRET_ACCESS_KEY": "drill",  # nosec B105
             }
         )
         aws.reset_clients()
@@ -247,7 +249,12 @@ def start_environment(
                 **(extra_parameters or {}),
             }
         runner = LambdaRunner(REPO_ROOT / "functions", budget_ms)
-        runner.extra_env = {"AWS_ENDPOINT_URL": moto.endpoint, "ALLOW_FAULT_INJECTION": "true"}
+        # Local-only switches: fault injection, and literal redis:// targets on loopback.
+        runner.extra_env = {
+            "AWS_ENDPOINT_URL": moto.endpoint,
+            "ALLOW_FAULT_INJECTION": "true",
+            "ALLOW_LITERAL_REDIS_URL": "true",
+        }
         runner.install()
         parameters = {**drill_parameters(workdir), **(extra_parameters or {})}
         deployment = LocalDeployer(REPO_ROOT, "servalsheets-backup-drill", parameters).deploy(runner)

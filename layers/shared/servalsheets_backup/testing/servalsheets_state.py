@@ -82,7 +82,8 @@ def _write_token_store(path: Path, key: bytes) -> list[str]:
         "access_token": access,
         "refresh_token": refresh,
         "expiry_date": 1_900_000_000_000,
-        "token_type": "Bearer",
+        # bandit B105: the OAuth token type, not a credential.
+        "token_type": "Bearer",  # nosec B105
         "scope": "https://www.googleapis.com/auth/spreadsheets https://www.googleapis.com/auth/drive.file",
     }
     from ..tokenstore import write_token_file_atomic
