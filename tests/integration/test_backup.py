@@ -26,6 +26,8 @@ from servalsheets_backup.tokenstore import (
     parse_store,
 )
 
+from .aws_account import create_backup_account
+
 pytestmark = pytest.mark.integration
 BUCKET = "ssbk-backup-tests"
 VECTOR_KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
@@ -47,16 +49,7 @@ PARAMETER_SECRET = "webhook-Hmac-Secret-5e6f7a8b"
 def services(tmp_path: Path) -> Iterator[Services]:
     with mock_aws():
         reset_clients()
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
-        boto3.client("dynamodb").create_table(
-            TableName="state",
-            BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        )
+        key = create_backup_account(BUCKET)
         manager = boto3.client("secretsmanager")
         manager.create_secret(Name="servalsheets/env", SecretString=json.dumps(SECRETS))
         manager.create_secret(

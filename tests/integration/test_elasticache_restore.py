@@ -20,6 +20,8 @@ from servalsheets_backup.services import Services
 from servalsheets_backup.settings import Settings
 from servalsheets_backup.testing.redis_server import RedisServer
 
+from .aws_account import create_backup_account
+
 pytestmark = pytest.mark.integration
 BUCKET = "ssbk-elasticache-restore"
 SECRET = "servalsheets/redis-url"
@@ -29,16 +31,7 @@ SECRET = "servalsheets/redis-url"
 def services(monkeypatch: pytest.MonkeyPatch) -> Iterator[Services]:
     with mock_aws():
         reset_clients()
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
-        boto3.client("dynamodb").create_table(
-            TableName="state",
-            BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        )
+        key = create_backup_account(BUCKET)
         boto3.client("elasticache").create_replication_group(
             ReplicationGroupId="prod",
             ReplicationGroupDescription="prod",

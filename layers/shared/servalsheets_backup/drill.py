@@ -70,6 +70,16 @@ class DrillReport:
         }
 
 
+@dataclass
+class ScenarioRun:
+    """What a scenario works with: the environment, the seeded state, the report, progress output."""
+
+    environment: LocalEnvironment
+    seeded: SeededState
+    report: DrillReport
+    say: Callable[[str], None]
+
+
 def run_drill(
     keys: int = 2000,
     kinds: tuple[str, ...] = ("config", "tokens", "redis"),
@@ -90,7 +100,7 @@ def run_drill(
         seeded = seed_state(environment, keys)
         say("running every backup schedule as EventBridge would")
         _run_backups(environment, kinds, report)
-        _SCENARIO_RUNNERS[scenario](environment, seeded, kinds, report, say)
+        _SCENARIO_RUNNERS[scenario](ScenarioRun(environment, seeded, report, say))
         if keep is not None:
             keep(environment)
     except Exception as exc:  # the report says what failed; the processes are stopped below
@@ -203,13 +213,8 @@ def _console_input(**overrides: Any) -> dict[str, Any]:
     return request
 
 
-def _scenario_full_restore(
-    environment: LocalEnvironment,
-    seeded: SeededState,
-    kinds: tuple[str, ...],
-    report: DrillReport,
-    say: Callable[[str], None],
-) -> None:
+def _scenario_full_restore(run: ScenarioRun) -> None:
+    environment, report, say = run.environment, run.report, run.say
     before = _capture(environment)
     say("simulating the disaster: Redis wiped, token file deleted, a secret overwritten")
     _disaster(environment)
@@ -224,16 +229,11 @@ def _scenario_full_restore(
     report.check("token store mode 0600", (environment.token_path.stat().st_mode & 0o777) == 0o600)
     current = environment.client("secretsmanager").get_secret_value(SecretId=ENV_SECRET)["SecretString"]
     report.check("configuration secret restored", current == before["env_secret"])
-    _check_secret_hygiene(environment, seeded, report)
+    _check_secret_hygiene(environment, run.seeded, report)
 
 
-def _scenario_oauth_only(
-    environment: LocalEnvironment,
-    seeded: SeededState,
-    kinds: tuple[str, ...],
-    report: DrillReport,
-    say: Callable[[str], None],
-) -> None:
+def _scenario_oauth_only(run: ScenarioRun) -> None:
+    environment, report, say = run.environment, run.report, run.say
     before = _capture(environment)
     say("wiping Redis, then restoring only the OAuth and webhook keys")
     client = redis.Redis.from_url(environment.production.url)
@@ -244,13 +244,8 @@ def _scenario_oauth_only(
     _compare_redis(environment, before["redis"], report, expected_subset=list(OAUTH_KEY_PATTERNS))
 
 
-def _scenario_wrong_token_key(
-    environment: LocalEnvironment,
-    seeded: SeededState,
-    kinds: tuple[str, ...],
-    report: DrillReport,
-    say: Callable[[str], None],
-) -> None:
+def _scenario_wrong_token_key(run: ScenarioRun) -> None:
+    environment, report, say = run.environment, run.report, run.say
     say("rotating the live token key to a wrong one, then asking for a token store restore")
     environment.token_path.write_bytes(b"{}")  # a damaged file the operator wants replaced
     untouched = environment.token_path.read_bytes()
@@ -262,13 +257,8 @@ def _scenario_wrong_token_key(
     report.check("target token file untouched", environment.token_path.read_bytes() == untouched)
 
 
-def _scenario_corrupted_backup(
-    environment: LocalEnvironment,
-    seeded: SeededState,
-    kinds: tuple[str, ...],
-    report: DrillReport,
-    say: Callable[[str], None],
-) -> None:
+def _scenario_corrupted_backup(run: ScenarioRun) -> None:
+    environment, report, say = run.environment, run.report, run.say
     before = redis_snapshot(environment.production.url)
     say("flipping one byte of the newest full backup's Redis dump, then asking for a restore")
     store = environment.services().store
@@ -282,13 +272,8 @@ def _scenario_corrupted_backup(
     report.check("target Redis untouched", _unchanged(environment, before), f"{len(before)} keys compared")
 
 
-def _scenario_rollback(
-    environment: LocalEnvironment,
-    seeded: SeededState,
-    kinds: tuple[str, ...],
-    report: DrillReport,
-    say: Callable[[str], None],
-) -> None:
+def _scenario_rollback(run: ScenarioRun) -> None:
+    environment, report, say = run.environment, run.report, run.say
     before = redis_snapshot(environment.production.url)
     tokens = environment.token_path.read_bytes()
     say("restoring with a failure injected after verification: the run must roll back")
@@ -303,7 +288,7 @@ def _scenario_rollback(
     report.check("token store exactly as before", environment.token_path.read_bytes() == tokens)
 
 
-_SCENARIO_RUNNERS: dict[str, Callable[..., None]] = {
+_SCENARIO_RUNNERS: dict[str, Callable[[ScenarioRun], None]] = {
     "full-restore": _scenario_full_restore,
     "oauth-only": _scenario_oauth_only,
     "wrong-token-key": _scenario_wrong_token_key,

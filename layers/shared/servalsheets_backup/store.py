@@ -277,15 +277,19 @@ class BackupStore:
         )
 
     # -- reading and verifying -----------------------------------------------------------
-    def load_manifest(self, ref: SetRef) -> Manifest:
-        """Download and authenticate the manifest of ``ref``."""
+    def load_manifest(self, ref: SetRef, keyring: Keyring | None = None) -> Manifest:
+        """Download and authenticate the manifest of ``ref`` (with ``keyring``, e.g. an escrow key)."""
         reader = S3ObjectReader(self.s3, self.bucket, ref.manifest_key)
         try:
             data = reader.read()
         finally:
             reader.close()
         return open_manifest(
-            data, self.keyring, backup_id=ref.backup_id, kind=ref.kind, environment=self.environment
+            data,
+            keyring or self.keyring,
+            backup_id=ref.backup_id,
+            kind=ref.kind,
+            environment=self.environment,
         )
 
     def read_object(
@@ -331,7 +335,7 @@ class BackupStore:
         """Authenticate the manifest, then fully decrypt and hash every object."""
         report = VerifyReport(ref)
         try:
-            report.manifest = self._load_with(ref, keyring)
+            report.manifest = self.load_manifest(ref, keyring)
         except IntegrityError as exc:
             report.checks.append(ObjectCheck(MANIFEST_NAME, False, exc.check, exc.detail))
             return report
@@ -339,18 +343,6 @@ class BackupStore:
         for entry in report.manifest.objects:
             report.checks.append(self._verify_object(ref, entry, progress, keyring))
         return report
-
-    def _load_with(self, ref: SetRef, keyring: Keyring | None) -> Manifest:
-        if keyring is None:
-            return self.load_manifest(ref)
-        reader = S3ObjectReader(self.s3, self.bucket, ref.manifest_key)
-        try:
-            data = reader.read()
-        finally:
-            reader.close()
-        return open_manifest(
-            data, keyring, backup_id=ref.backup_id, kind=ref.kind, environment=self.environment
-        )
 
     def _verify_object(
         self,
