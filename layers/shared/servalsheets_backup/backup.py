@@ -324,10 +324,13 @@ def run_backup(
     """Make one complete backup set of ``kind`` in this process (CLI and standalone Lambdas)."""
     pending = begin(services, kind, owner=owner, label=label, trigger=trigger)
     try:
+        from .component_redis import with_retries
+
         for component in pending.wants:
-            add_component(services, pending, component)
+            # Transient Redis errors are retried with back-off, as the state machine does.
+            with_retries(lambda c=component: add_component(services, pending, c))
             while component == "redis" and not pending.redis_done:
-                add_component(services, pending, component)
+                with_retries(lambda: add_component(services, pending, "redis"))
         return finalize(services, pending)
     except BaseException as exc:
         fail(services, pending, kind, _describe(exc))

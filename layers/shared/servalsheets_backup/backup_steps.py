@@ -7,18 +7,22 @@ state needs: no timestamps, no large payloads, never secret values.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import backup, component_redis
 from .adapters.elasticache import snapshot_name
 from .backup import PendingSet
 from .errors import InvalidInputError
 from .manifest import KIND_COMPONENTS
-from .schemas import BackupRequest, parse
 from .services import Services
+
+if TYPE_CHECKING:
+    from .schemas import BackupRequest
 
 
 def _request(event: dict[str, Any]) -> BackupRequest:
+    from .schemas import BackupRequest, parse  # pydantic is loaded by the steps that validate input
+
     raw = event.get("request", event)
     if isinstance(raw, dict):
         raw = {k: v for k, v in raw.items() if k != "execution_id"}
@@ -26,10 +30,14 @@ def _request(event: dict[str, Any]) -> BackupRequest:
     return request
 
 
-def _pending(event: dict[str, Any]) -> PendingSet:
+def _pending(event: dict[str, Any], services: Services | None = None) -> PendingSet:
+    """The pending set of a step's event; with ``services``, its backup lock is extended first."""
     if "pending" not in event:
         raise InvalidInputError("this step needs the 'pending' set returned by begin_backup")
-    return PendingSet.from_dict(event["pending"])
+    pending = PendingSet.from_dict(event["pending"])
+    if services is not None:
+        services.state.acquire(backup.lock_name(pending.kind), pending.owner)  # re-entrant: renews
+    return pending
 
 
 def begin(services: Services, event: dict[str, Any], owner: str) -> dict[str, Any]:
@@ -65,17 +73,17 @@ def begin(services: Services, event: dict[str, Any], owner: str) -> dict[str, An
 
 def add_config(services: Services, event: dict[str, Any]) -> dict[str, Any]:
     """Add the config component to the pending set."""
-    return backup.add_config(services, _pending(event)).to_dict()
+    return backup.add_config(services, _pending(event, services)).to_dict()
 
 
 def add_tokens(services: Services, event: dict[str, Any]) -> dict[str, Any]:
     """Add the token store to the pending set."""
-    return backup.add_tokens(services, _pending(event)).to_dict()
+    return backup.add_tokens(services, _pending(event, services)).to_dict()
 
 
 def dump_redis(services: Services, event: dict[str, Any], deadline: float | None) -> dict[str, Any]:
     """Dump one chunk of keys (the state machine loops until ``redis_done``)."""
-    return component_redis.add_logical_chunk(services, _pending(event), deadline).to_dict()
+    return component_redis.add_logical_chunk(services, _pending(event, services), deadline).to_dict()
 
 
 def export_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
@@ -83,12 +91,12 @@ def export_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]
     name = event.get("snapshot_name")
     if not isinstance(name, str) or not name:
         raise InvalidInputError("export_snapshot needs 'snapshot_name'")
-    return component_redis.start_export(services, _pending(event), name).to_dict()
+    return component_redis.start_export(services, _pending(event, services), name).to_dict()
 
 
 def ingest_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
     """Ingest the staged .rdb files if all have arrived (``redis_done`` says whether they had)."""
-    pending, _ready = component_redis.ingest_exports(services, _pending(event))
+    pending, _ready = component_redis.ingest_exports(services, _pending(event, services))
     return pending.to_dict()
 
 

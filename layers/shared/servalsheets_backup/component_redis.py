@@ -13,10 +13,18 @@ from typing import Any
 
 from .backup import PendingSet
 from .errors import TransientError
-from .redis_logical import connect, dump_keys, redact_url
 from .services import Services
 
 logger = logging.getLogger(__name__)
+
+
+def redis_logical_module() -> Any:
+    """redis_logical, imported on first use: handlers that never touch Redis skip redis-py."""
+    from . import redis_logical
+
+    return redis_logical
+
+
 CHUNK_PREFIX = "redis/dump-"
 
 
@@ -28,12 +36,12 @@ def chunk_name(index: int) -> str:
 def add_logical_chunk(services: Services, pending: PendingSet, deadline: float | None = None) -> PendingSet:
     """Dump keys from the saved cursor until done or ``deadline`` (time.monotonic); one object per call."""
     url = services.redis_url()
-    client = connect(url)
+    client = redis_logical_module().connect(url)
     pending.redis_chunks += 1
     name = chunk_name(pending.redis_chunks)
     upload = services.store.open_object(pending.kind, pending.backup_id, name, "redis")
     try:
-        result = dump_keys(
+        result = redis_logical_module().dump_keys(
             client,
             upload,
             backup_time_ms=pending.created_ms,
@@ -61,7 +69,7 @@ def _merge_counts(pending: PendingSet, result: Any, url: str) -> None:
         counts[prefix] = counts.get(prefix, 0) + count
     totals = {
         "mode": "logical",
-        "endpoint": redact_url(url),
+        "endpoint": redis_logical_module().redact_url(url),
         "backup_time_ms": pending.created_ms,
         "keys": partial.get("keys", 0) + result.keys_written,
         "keys_vanished": partial.get("keys_vanished", 0) + result.keys_skipped_vanished,

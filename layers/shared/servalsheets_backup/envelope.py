@@ -158,12 +158,18 @@ class EnvelopeWriter:
 
     def _seal_full_segments(self) -> None:
         size = self._segment_size
-        # Keep at least one byte back so the final segment is never empty unless the stream is.
-        while len(self._pending) > size:
-            self._seal(bytes(self._pending[:size]), last=False)
-            del self._pending[:size]
+        if len(self._pending) <= size:
+            return
+        offset = 0
+        # Seal straight from a view (no copies) and shorten the buffer once, not per segment.
+        with memoryview(self._pending) as view:  # released before the bytearray is resized
+            # Keep at least one byte back so the final segment is never empty unless the stream is.
+            while len(self._pending) - offset > size:
+                self._seal(view[offset : offset + size], last=False)
+                offset += size
+        del self._pending[:offset]
 
-    def _seal(self, segment: bytes, last: bool) -> None:
+    def _seal(self, segment: bytes | memoryview, last: bool) -> None:
         if self._counter >= MAX_SEGMENTS:
             raise ValueError("object too large for one envelope (2^32 segments)")
         nonce = segment_nonce(self._prefix, self._counter, last)

@@ -10,12 +10,13 @@ so each step can run in a separate Lambda invocation and a failure can be rolled
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import backup, component_config, component_redis, component_tokens
 from .audit import write_audit
@@ -31,24 +32,35 @@ from .errors import (
 from .freshness import VERIFICATION_MARKER
 from .health import Check, check_application
 from .manifest import Manifest, ObjectEntry, new_backup_id
-from .redis_logical import (
-    compare_sample,
-    connect,
-    count_keys_by_prefix,
-    plan_restore,
-    redact_url,
-    restore_records,
-)
-from .schemas import RestoreRequest, parse
 from .services import Services
 from .store import SetRef
 
+if TYPE_CHECKING:
+    from .schemas import RestoreRequest
+
 logger = logging.getLogger(__name__)
+
 FAULT_INJECTION_ENV = "ALLOW_FAULT_INJECTION"
 LITERAL_REDIS_URL_ENV = "ALLOW_LITERAL_REDIS_URL"
 SAFETY_KIND = "pre-restore"
 APP_READY_ATTEMPTS = 20  # with the interval below: up to five minutes for the service to come up
 APP_READY_INTERVAL_SECONDS = 15
+COUNT_WINDOW_MS = 10_000  # how long counting the keys of a restored target may take
+
+
+def renews_lock(step: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Extend the run's restore lock before ``step`` (re-entrant for its owner).
+
+    A long restore then keeps its exclusion however long it runs, while a run that died still
+    releases the target once the lock's expiry passes.
+    """
+
+    @functools.wraps(step)
+    def renewed(services: Services, job: dict[str, Any], *args: Any) -> dict[str, Any]:
+        services.state.acquire(job["lock"], job["owner"])
+        return step(services, job, *args)
+
+    return renewed
 
 
 class InjectedFault(BackupSystemError):
@@ -95,6 +107,8 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, 
         if isinstance(raw, dict)
         else raw
     )
+    from .schemas import RestoreRequest, parse  # pydantic is loaded only where input is validated
+
     request: RestoreRequest = parse(RestoreRequest, raw, "restore input")
     if request.fail_after and os.environ.get(FAULT_INJECTION_ENV) != "true":
         raise InvalidInputError("fail_after is a test hook; it is refused unless ALLOW_FAULT_INJECTION=true")
@@ -196,6 +210,7 @@ def resolve_source(services: Services, request: RestoreRequest) -> SetRef:
 
 
 # -- 2. preflight ----------------------------------------------------------------------------
+@renews_lock
 def preflight(services: Services, job: dict[str, Any]) -> dict[str, Any]:
     """Verify everything before touching anything, then plan what the restore would change."""
     report = services.store.verify_set(_ref(job))
@@ -280,7 +295,7 @@ def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest
         "records": 0,
     }
     for entry in manifest.objects_of("redis"):
-        chunk = plan_restore(
+        chunk = component_redis.redis_logical_module().plan_restore(
             _object(services, job, entry),
             now_ms=now_ms,
             patterns=job["key_patterns"] or None,
@@ -296,9 +311,9 @@ def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest
                 f"key pattern {pattern!r} matches no key in backup "
                 f"{job['source']['backup_id']}; fix the pattern (Redis glob syntax)"
             )
-    client = connect(services.redis_url())
+    client = component_redis.redis_logical_module().connect(services.redis_url())
     try:
-        totals["target_endpoint"] = redact_url(services.redis_url())
+        totals["target_endpoint"] = component_redis.redis_logical_module().redact_url(services.redis_url())
         totals["target_keys_now"] = int(client.dbsize())
         totals["target_version"] = str(client.info("server").get("redis_version", ""))
     finally:
@@ -310,7 +325,7 @@ def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest
 def _count_one(services: Services, job: dict[str, Any], manifest: Manifest, pattern: str, now_ms: int) -> int:
     total = 0
     for entry in manifest.objects_of("redis"):
-        chunk = plan_restore(
+        chunk = component_redis.redis_logical_module().plan_restore(
             _object(services, job, entry), now_ms=now_ms, patterns=[pattern], subject=entry.name
         )
         total += chunk["would_restore_total"] + chunk["skipped_expired"]
@@ -402,6 +417,7 @@ def _ensure_secrets(
 
 
 # -- 3. maintenance window -------------------------------------------------------------------
+@renews_lock
 def maintenance(services: Services, job: dict[str, Any], phase: str) -> dict[str, Any]:
     """Notify, and scale the ECS service down (``start``) or back up (``end``) when configured."""
     if phase not in ("start", "end"):
@@ -447,6 +463,7 @@ def notify(services: Services, subject: str, message: str) -> None:
 
 
 # -- 4. safety backup ------------------------------------------------------------------------
+@renews_lock
 def safety_backup(services: Services, job: dict[str, Any], deadline: float | None) -> dict[str, Any]:
     """Capture the target's current state into a ``pre-restore`` set (in steps for large Redis)."""
     target = target_services(services, job)
@@ -518,7 +535,7 @@ def _capture_small(
 
 
 def _redis_empty(services: Services) -> bool:
-    client = connect(services.redis_url())
+    client = component_redis.redis_logical_module().connect(services.redis_url())
     try:
         return int(client.dbsize()) == 0
     finally:
@@ -566,6 +583,7 @@ def _iso_ms(ms: int) -> str:
 
 
 # -- 5. restore each component ---------------------------------------------------------------
+@renews_lock
 def restore_config(services: Services, job: dict[str, Any]) -> dict[str, Any]:
     """Write the backed-up secrets, parameters and files to the target."""
     target = target_services(services, job)
@@ -581,6 +599,7 @@ def restore_config(services: Services, job: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
+@renews_lock
 def restore_tokens(services: Services, job: dict[str, Any]) -> dict[str, Any]:
     """Write the token store atomically (mode 0600), then re-read it and decrypt with the live key."""
     target = target_services(services, job)
@@ -596,6 +615,7 @@ def restore_tokens(services: Services, job: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
+@renews_lock
 def restore_redis(services: Services, job: dict[str, Any], deadline: float | None) -> dict[str, Any]:
     """RESTORE the dump chunks into the target, continuing across invocations until done."""
     if job["redis_mode"] != "logical":
@@ -636,14 +656,14 @@ def _restore_redis_from(
 ) -> None:
     manifest = services.store.load_manifest(_ref(job, source_key))
     chunks = manifest.objects_of("redis")
-    client = connect(services.redis_url())
+    client = component_redis.redis_logical_module().connect(services.redis_url())
     try:
         if mode == "replace" and not state["flushed"]:
             client.flushdb()  # only ever reached after the safety backup has been committed
             state["flushed"] = True
         while state["chunk"] < len(chunks):
             entry = chunks[state["chunk"]]
-            result = restore_records(
+            result = component_redis.redis_logical_module().restore_records(
                 client,
                 _object(services, job, entry, source_key),
                 now_ms=int(services.clock() * 1000),
@@ -672,6 +692,7 @@ def _add_totals(totals: dict[str, Any], result: dict[str, Any]) -> None:
 
 
 # -- 6. verify the restored deployment -------------------------------------------------------
+@renews_lock
 def verify(services: Services, job: dict[str, Any]) -> dict[str, Any]:
     """Check the target against the backup; RestoreVerificationError names every failed check."""
     target = target_services(services, job)
@@ -709,21 +730,27 @@ def verify(services: Services, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _verify_redis(services: Services, job: dict[str, Any], manifest: Manifest) -> list[Check]:
-    client = connect(services.redis_url())
+    client = component_redis.redis_logical_module().connect(services.redis_url())
     try:
         checks = [Check("redis PING", bool(client.ping()))]
-        restored = job.get("results", {}).get("redis", {}).get("prefix_counts", {})
-        actual = count_keys_by_prefix(client)
+        # Keys keep expiring after the restore: the count must lie between the keys of the backup
+        # still alive now and those still alive a few seconds from now.
+        at_most = _alive_by_prefix(services, job, manifest, 0)
+        actual = component_redis.redis_logical_module().count_keys_by_prefix(client)
+        at_least = _alive_by_prefix(services, job, manifest, COUNT_WINDOW_MS)
         exact = job["mode"] == "replace"
-        short = {
-            p: (n, actual.get(p, 0))
-            for p, n in restored.items()
-            if (actual.get(p, 0) != n if exact else actual.get(p, 0) < n)
-        }
-        detail = (
-            "every prefix as restored" if not short else f"{len(short)} prefixes differ: {sorted(short)[:5]}"
+        differing = sorted(
+            prefix
+            for prefix in set(at_most) | set(actual)
+            if actual.get(prefix, 0) < at_least.get(prefix, 0)
+            or (exact and actual.get(prefix, 0) > at_most.get(prefix, 0))
         )
-        checks.append(Check("redis key counts per prefix", not short, detail))
+        detail = (
+            "every prefix as expected"
+            if not differing
+            else f"{len(differing)} prefixes differ: {differing[:5]}"
+        )
+        checks.append(Check("redis key counts per prefix", not differing, detail))
         if job["mode"] != "missing-only":
             checks.append(_sample_check(services, job, manifest, client))
         return checks
@@ -731,11 +758,29 @@ def _verify_redis(services: Services, job: dict[str, Any], manifest: Manifest) -
         client.close()
 
 
+def _alive_by_prefix(
+    services: Services, job: dict[str, Any], manifest: Manifest, offset_ms: int
+) -> dict[str, int]:
+    """Keys of the backup (matching the request's patterns) still alive ``offset_ms`` from now, per prefix."""
+    now_ms = int(services.clock() * 1000) + offset_ms
+    counts: dict[str, int] = {}
+    for entry in manifest.objects_of("redis"):
+        plan = component_redis.redis_logical_module().plan_restore(
+            _object(services, job, entry),
+            now_ms=now_ms,
+            patterns=job["key_patterns"] or None,
+            subject=entry.name,
+        )
+        for prefix, count in plan["would_restore"].items():
+            counts[prefix] = counts.get(prefix, 0) + count
+    return counts
+
+
 def _sample_check(services: Services, job: dict[str, Any], manifest: Manifest, client: Any) -> Check:
     now_ms = int(services.clock() * 1000)
     sampled = matched = 0
     for entry in manifest.objects_of("redis"):
-        report = compare_sample(
+        report = component_redis.redis_logical_module().compare_sample(
             _object(services, job, entry),
             client,
             now_ms=now_ms,
@@ -867,7 +912,7 @@ def _delete_new_secrets(
 
 
 def _flush(services: Services) -> None:
-    client = connect(services.redis_url())
+    client = component_redis.redis_logical_module().connect(services.redis_url())
     try:
         client.flushdb()
     finally:

@@ -1,0 +1,1 @@
+"""Benchmarks of the backup and restore pipeline against the runbook's shell tools (``make bench``)."""

@@ -1,0 +1,129 @@
+"""Our side of each comparison, run in a fresh process so its peak RSS is measured alone.
+
+``python -m bench.worker OPERATION --options`` prints one JSON object on stdout: the
+operation's own timing (``op_seconds``, without interpreter start and imports) and its counts.
+The local master key comes from ``BENCH_MASTER_KEY`` (hex), generated per benchmark run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from servalsheets_backup.envelope import EnvelopeWriter, decrypt_stream, keyring_resolver
+from servalsheets_backup.keys import LocalKeyring, encryption_context
+from servalsheets_backup.redis_logical import connect, dump_keys, restore_records
+
+ENVIRONMENT = "bench"
+KIND = "redis"
+OBJECT_NAME = "redis/dump-0001"
+MASTER_KEY_ENV = "BENCH_MASTER_KEY"
+
+
+def keyring() -> LocalKeyring:
+    """The run's local keyring (the benchmark never talks to a real KMS)."""
+    return LocalKeyring(bytes.fromhex(os.environ[MASTER_KEY_ENV]))
+
+
+def object_context(backup_id: str) -> dict[str, str]:
+    """Encryption context of the benchmark's one dump object."""
+    return encryption_context(backup_id, KIND, OBJECT_NAME, ENVIRONMENT)
+
+
+@contextmanager
+def profiled(path: str | None) -> Iterator[None]:
+    """Run the block under cProfile (main thread only) when ``path`` is given."""
+    if not path:
+        yield
+        return
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(path)
+
+
+def backup_file(args: argparse.Namespace) -> dict[str, Any]:
+    """dump_keys -> EnvelopeWriter (zstd + AES-256-GCM) -> a local file."""
+    context = object_context(args.backup_id)
+    data_key = keyring().new_data_key(context)
+    client = connect(args.url)
+    with Path(args.path).open("wb") as sink:
+        writer = EnvelopeWriter(sink, data_key, context)
+        result = dump_keys(client, writer, backup_time_ms=args.backup_time_ms)
+        digest = writer.close()
+    return {"keys": result.keys_written, "bytes_in": digest.plaintext_size, "bytes_out": digest.stored_size}
+
+
+def backup_s3(args: argparse.Namespace) -> dict[str, Any]:
+    """The production path: BackupStore.open_object (MultipartSink, KMS data key) fed by dump_keys."""
+    from servalsheets_backup.adapters import aws
+    from servalsheets_backup.keys import KmsKeyring
+    from servalsheets_backup.store import BackupStore
+
+    s3, kms = aws.client("s3"), aws.client("kms")  # AWS_ENDPOINT_URL points at the moto server
+    store = BackupStore(
+        s3, args.bucket, KmsKeyring(kms, args.kms_key), environment=ENVIRONMENT, kms_key_id=args.kms_key
+    )
+    upload = store.open_object(KIND, args.backup_id, OBJECT_NAME, "redis")
+    client = connect(args.url)
+    result = dump_keys(client, upload, backup_time_ms=args.backup_time_ms)
+    entry = upload.finish({"keys": result.keys_written})
+    return {"keys": result.keys_written, "bytes_in": entry.plaintext_size, "bytes_out": entry.stored_size}
+
+
+def restore_file(args: argparse.Namespace) -> dict[str, Any]:
+    """decrypt_stream of a local object -> restore_records (RESTORE ... REPLACE) into the target."""
+    resolve = keyring_resolver(keyring(), object_context(args.backup_id), OBJECT_NAME)
+    client = connect(args.url)
+    with Path(args.path).open("rb") as source:
+        chunks = decrypt_stream(source, resolve, OBJECT_NAME)
+        result = restore_records(client, chunks, now_ms=time.time_ns() // 1_000_000, mode="replace")
+    if not result.complete:
+        raise SystemExit("restore did not reach the end record")
+    return {"keys": result.restored, "skipped_expired": result.skipped_expired}
+
+
+OPERATIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "backup-file": backup_file,
+    "backup-s3": backup_s3,
+    "restore-file": restore_file,
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Options shared by every operation (each uses the ones it needs)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.worker")
+    parser.add_argument("operation", choices=sorted(OPERATIONS))
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--path", default="")
+    parser.add_argument("--backup-id", required=True)
+    parser.add_argument("--backup-time-ms", type=int, default=0)
+    parser.add_argument("--bucket", default="")
+    parser.add_argument("--kms-key", default="")
+    parser.add_argument("--profile", default="", help="write cProfile stats of the operation here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one operation and print its JSON result."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
+    with profiled(args.profile):
+        result = OPERATIONS[args.operation](args)
+    result["op_seconds"] = time.perf_counter() - started
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
