@@ -58,3 +58,27 @@ def test_replace_mode_cannot_be_selective() -> None:
 
     with pytest.raises(InvalidInputError, match="cannot be combined with key_patterns"):
         parse(RestoreRequest, {"mode": "replace", "key_patterns": ["refresh:*"]}, "restore input")
+
+
+def test_cli_restore_flags_build_the_state_machine_input() -> None:
+    from servalsheets_backup.cli import build_parser
+    from servalsheets_backup.cli_restore import _request
+
+    args = build_parser().parse_args(
+        [
+            "restore",
+            "2026-11-24T12:00:00Z",
+            "--kind",
+            "redis",
+            "--new-replication-group",
+            "prod-restored",
+            "--update-redis-url-secret",
+            "--reason",
+            "cache lost",
+        ]
+    )
+    request = parse(RestoreRequest, _request(args), "restore input")
+    assert request.backup.model_dump() == {"as_of": "2026-11-24T12:00:00Z"}  # type: ignore[union-attr]
+    assert request.kinds == ["redis"] and request.mode == "merge"
+    assert request.target.new_replication_group_id == "prod-restored"
+    assert request.target.update_redis_url_secret is True

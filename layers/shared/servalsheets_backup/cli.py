@@ -110,7 +110,7 @@ def _add(
         name,
         help=purpose,
         description=purpose,
-        epilog=f"example:\n  {example}",
+        epilog="examples:\n  " + example.replace("\n", "\n  "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     configure(command)

@@ -27,7 +27,12 @@ def register(sub: Any, add: Callable[..., None]) -> None:
         sub,
         "restore",
         "Restore a backup set (here, or by starting the restore state machine).",
-        "servalsheets-backup restore latest --kind redis --key-pattern 'refresh:*' --mode merge --dry-run",
+        "servalsheets-backup restore latest --dry-run                      # plan a full restore\n"
+        "servalsheets-backup restore latest --kind redis --key-pattern 'refresh:*' --mode merge\n"
+        "servalsheets-backup restore 2026-11-24T12:00:00Z --kind tokens     # point in time\n"
+        "servalsheets-backup restore latest --kind redis --new-replication-group prod-restored "
+        "--update-redis-url-secret\n"
+        "servalsheets-backup restore latest --mode replace --start-execution  # via the state machine",
         _restore_args,
     )
     add(
@@ -76,6 +81,15 @@ def _restore_args(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument("--target-secret-prefix", help="restore secrets and parameters under this prefix")
     command.add_argument(
+        "--new-replication-group",
+        help="ElastiCache-mode backups: id of a NEW replication group to seed (the running one is kept)",
+    )
+    command.add_argument(
+        "--update-redis-url-secret",
+        action="store_true",
+        help="with --new-replication-group: point the REDIS_URL secret at the new group",
+    )
+    command.add_argument(
         "--requested-by", default=os.environ.get("USER", "operator"), help="who asks (audit trail)"
     )
     command.add_argument("--reason", default="", help="why (audit trail)")
@@ -116,6 +130,8 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
             "redis_url_secret_id": args.target_redis_url_secret,
             "token_store_path": args.target_token_path,
             "secret_prefix": args.target_secret_prefix,
+            "new_replication_group_id": args.new_replication_group,
+            "update_redis_url_secret": args.update_redis_url_secret,
         }.items()
         if value
     }
