@@ -45,6 +45,7 @@ LITERAL_REDIS_URL_ENV = "ALLOW_LITERAL_REDIS_URL"
 SAFETY_KIND = "pre-restore"
 APP_READY_ATTEMPTS = 20  # with the interval below: up to five minutes for the service to come up
 APP_READY_INTERVAL_SECONDS = 15
+ISOLATING_TARGET_FIELDS = ("redis_url", "redis_url_secret_id", "token_store_path", "secret_prefix")
 COUNT_WINDOW_MS = 10_000  # how long counting the keys of a restored target may take
 
 
@@ -451,7 +452,11 @@ def is_isolated(job: dict[str, Any]) -> bool:
 
     Such restores never scale the production service down and never judge production's health.
     """
-    return bool(job.get("verification")) or any(value for value in job["target"].values())
+    target = job["target"]
+    if job.get("verification") or any(target.get(name) for name in ISOLATING_TARGET_FIELDS):
+        return True
+    # A new replication group is production only once the REDIS_URL secret is switched to it.
+    return bool(target.get("new_replication_group_id")) and not target.get("update_redis_url_secret")
 
 
 def notify(services: Services, subject: str, message: str) -> None:
