@@ -68,6 +68,11 @@ class LambdaRunner:
         """Run ``functions/<folder>/app.py`` when ``function_name`` is invoked."""
         self.folders[function_name] = folder
 
+    def module(self, folder: str) -> ModuleType:
+        """The imported ``functions/<folder>/app.py`` module (tests patch its globals)."""
+        self.handler(folder)
+        return self._modules[folder]
+
     def handler(self, folder: str) -> Callable[[Any, Any], Any]:
         """The ``lambda_handler`` of one folder, imported once under a unique module name."""
         if folder not in self._modules:
