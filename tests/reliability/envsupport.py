@@ -6,7 +6,6 @@ executing the ASL, the handlers run in this process, and two real redis-servers.
 
 from __future__ import annotations
 
-import json
 import logging
 import stat
 import time
@@ -16,58 +15,14 @@ from typing import Any
 
 from servalsheets_backup.adapters.secrets import parameters_by_path
 from servalsheets_backup.testing.environment import ENV_SECRET, PARAMETER_PATH, LocalEnvironment
+from servalsheets_backup.testing.executions import Run, finish
 
 from .helpers import Snapshot, redis_differences, redis_state, restore_snapshot
 
 
-@dataclass
-class Run:
-    """A finished execution."""
-
-    arn: str
-    description: dict[str, Any]
-    events: list[dict[str, Any]]
-
-    @property
-    def status(self) -> str:
-        """SUCCEEDED, FAILED, ..."""
-        return str(self.description["status"])
-
-    @property
-    def error(self) -> str | None:
-        """The execution's error name."""
-        return self.description.get("error")
-
-    @property
-    def cause(self) -> str:
-        """The execution's cause."""
-        return str(self.description.get("cause") or "")
-
-    @property
-    def output(self) -> dict[str, Any]:
-        """Parsed output of a successful run."""
-        return dict(json.loads(self.description["output"]))
-
-    @property
-    def entered(self) -> list[str]:
-        """States in the order they were entered."""
-        return [e["stateEnteredEventDetails"]["name"] for e in self.events if "stateEnteredEventDetails" in e]
-
-    def attempts(self, state: str) -> int:
-        """How many times a Lambda task of ``state`` was scheduled (retries included)."""
-        count, current = 0, None
-        for event in self.events:
-            if "stateEnteredEventDetails" in event:
-                current = event["stateEnteredEventDetails"]["name"]
-            if "lambdaFunctionScheduledEventDetails" in event and current == state:
-                count += 1
-        return count
-
-
 def execute(env: LocalEnvironment, logical_id: str, payload: dict[str, Any], timeout: float = 180) -> Run:
     """Start an execution and wait for it to end."""
-    arn = env.start_execution(logical_id, payload)
-    return Run(arn, env.wait(arn, timeout), env.history(arn))
+    return finish(env, env.start_execution(logical_id, payload), timeout)
 
 
 def locks_held(env: LocalEnvironment) -> list[str]:

@@ -36,6 +36,7 @@ from servalsheets_backup.testing.local_deploy import (
     load_template,
 )
 from servalsheets_backup.testing.redis_server import RedisServer
+from servalsheets_backup.testing.servalsheets_state import redis_snapshot
 from servalsheets_backup.tokenstore import encrypt_store, write_token_file_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -306,21 +307,7 @@ def seed_random_values(url: str, count: int, size: int, prefix: str = "servalshe
 
 
 Snapshot = dict[bytes, tuple[bytes | None, int]]
-
-
-def redis_state(url: str) -> Snapshot:
-    """Every key's DUMP payload and PTTL."""
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(count=1000))
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.dump(key)
-            pipe.pttl(key)
-        values = pipe.execute()
-        return {key: (values[2 * i], int(values[2 * i + 1])) for i, key in enumerate(keys)}
-    finally:
-        client.close()
+redis_state = redis_snapshot  # every key's DUMP payload and PTTL
 
 
 def redis_differences(before: Snapshot, after: Snapshot, elapsed_ms: int, slack_ms: int = 2_000) -> list[str]:

@@ -295,13 +295,7 @@ def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest
         "skipped_pattern": 0,
         "records": 0,
     }
-    for entry in manifest.objects_of("redis"):
-        chunk = component_redis.redis_logical_module().plan_restore(
-            _object(services, job, entry),
-            now_ms=now_ms,
-            patterns=job["key_patterns"] or None,
-            subject=entry.name,
-        )
+    for chunk in _plans(services, job, manifest, now_ms, job["key_patterns"] or None):
         for prefix, count in chunk["would_restore"].items():
             totals["would_restore"][prefix] = totals["would_restore"].get(prefix, 0) + count
         for name in ("would_restore_total", "skipped_expired", "skipped_pattern", "records"):
@@ -323,14 +317,19 @@ def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest
     return totals
 
 
-def _count_one(services: Services, job: dict[str, Any], manifest: Manifest, pattern: str, now_ms: int) -> int:
-    total = 0
+def _plans(
+    services: Services, job: dict[str, Any], manifest: Manifest, now_ms: int, patterns: list[str] | None
+) -> Iterator[dict[str, Any]]:
+    """The dry-run plan of every Redis dump chunk of the source set, in order."""
     for entry in manifest.objects_of("redis"):
-        chunk = component_redis.redis_logical_module().plan_restore(
-            _object(services, job, entry), now_ms=now_ms, patterns=[pattern], subject=entry.name
+        yield component_redis.redis_logical_module().plan_restore(
+            _object(services, job, entry), now_ms=now_ms, patterns=patterns, subject=entry.name
         )
-        total += chunk["would_restore_total"] + chunk["skipped_expired"]
-    return total
+
+
+def _count_one(services: Services, job: dict[str, Any], manifest: Manifest, pattern: str, now_ms: int) -> int:
+    plans = _plans(services, job, manifest, now_ms, [pattern])
+    return sum(chunk["would_restore_total"] + chunk["skipped_expired"] for chunk in plans)
 
 
 def _check_engine(target_version: str, manifest: Manifest) -> None:
@@ -769,13 +768,7 @@ def _alive_by_prefix(
     """Keys of the backup (matching the request's patterns) still alive ``offset_ms`` from now, per prefix."""
     now_ms = int(services.clock() * 1000) + offset_ms
     counts: dict[str, int] = {}
-    for entry in manifest.objects_of("redis"):
-        plan = component_redis.redis_logical_module().plan_restore(
-            _object(services, job, entry),
-            now_ms=now_ms,
-            patterns=job["key_patterns"] or None,
-            subject=entry.name,
-        )
+    for plan in _plans(services, job, manifest, now_ms, job["key_patterns"] or None):
         for prefix, count in plan["would_restore"].items():
             counts[prefix] = counts.get(prefix, 0) + count
     return counts
