@@ -247,6 +247,7 @@ PENDING_STEPS = (
     "export_snapshot",
     "finalize_backup",
     "ingest_snapshot",
+    "serverless_snapshot",
 )
 JOB_STEPS = (
     "finish_restore",
@@ -315,7 +316,7 @@ def test_backup_steps_refuse_a_malformed_pending_set(
     requests_stack: MiniStack, handlers: LambdaRunner, lambda_context: Any, folder: str, case: str
 ) -> None:
     pending, message = MALFORMED_PENDING[case]
-    event = {"pending": pending, "snapshot_name": "servalsheets-backup-x"}
+    event = {"pending": pending, "snapshot_name": "servalsheets-backup-x", "action": "check"}
     with pytest.raises(InvalidInputError) as refusal:
         handlers.handler(folder)(event, lambda_context)
     assert message in str(refusal.value)

@@ -133,8 +133,9 @@ def statements(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def identity_policies(template: Template) -> Iterator[tuple[str, dict[str, Any]]]:
     """(owner, policy document) for every role inline policy and customer managed policy."""
     for logical_id, role in resources_of_type(template, "AWS::IAM::Role").items():
-        for policy in role["Properties"].get("Policies", []):
-            yield logical_id, policy["PolicyDocument"]
+        for conditional in role["Properties"].get("Policies", []):
+            for policy in branches(conditional):  # SAM keeps an Fn::If policy as an Fn::If
+                yield logical_id, policy["PolicyDocument"]
     for logical_id, policy in resources_of_type(template, "AWS::IAM::ManagedPolicy").items():
         yield logical_id, policy["Properties"]["PolicyDocument"]
 

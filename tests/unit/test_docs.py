@@ -157,6 +157,7 @@ def test_there_is_a_sample_for_every_cookbook_scenario() -> None:
         "restore-weekly-verification",
         "restore-pre-deploy",
         "restore-elasticache-new-group",
+        "restore-elasticache-new-serverless-cache",
     } <= names
 
 

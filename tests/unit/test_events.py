@@ -82,3 +82,42 @@ def test_cli_restore_flags_build_the_state_machine_input() -> None:
     assert request.kinds == ["redis"] and request.mode == "merge"
     assert request.target.new_replication_group_id == "prod-restored"
     assert request.target.update_redis_url_secret is True
+
+
+def test_cli_restore_into_a_new_serverless_cache() -> None:
+    from servalsheets_backup.cli import build_parser
+    from servalsheets_backup.cli_restore import _request
+
+    args = build_parser().parse_args(
+        [
+            "restore",
+            "latest",
+            "--kind",
+            "redis",
+            "--new-serverless-cache",
+            "prod-restored",
+            "--update-redis-url-secret",
+        ]
+    )
+    request = parse(RestoreRequest, _request(args), "restore input")
+    assert request.target.new_serverless_cache_name == "prod-restored"
+    assert request.target.new_cache_name == "prod-restored" and request.target.update_redis_url_secret
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (
+            {"new_replication_group_id": "a", "new_serverless_cache_name": "b"},
+            "either new_replication_group_id or new_serverless_cache_name",
+        ),
+        ({"update_redis_url_secret": True}, "update_redis_url_secret needs new_replication_group_id"),
+        ({"new_serverless_cache_name": "Bad_Name"}, "new_serverless_cache_name"),
+    ],
+    ids=["both-new-caches", "secret-switch-without-new-cache", "bad-name"],
+)
+def test_restore_targets_for_elasticache_backups_are_checked(target: dict[str, object], message: str) -> None:
+    from servalsheets_backup.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=message):
+        parse(RestoreRequest, {"kinds": ["redis"], "target": target}, "restore input")

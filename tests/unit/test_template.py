@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 
 from servalsheets_backup import settings as settings_module
+from servalsheets_backup.adapters.elasticache import SNAPSHOT_PREFIX
 from servalsheets_backup.keys import encryption_context
 from servalsheets_backup.observability import NAMESPACE, SERVICE
 from servalsheets_backup.schemas import BackupRequest, RestoreRequest, parse
 from servalsheets_backup.store import EXPIRABLE_TAG
 
 from .template_helpers import (
+    NO_VALUE,
     REPO_ROOT,
     SAM_MANAGED_POLICIES,
     STATEMACHINES_DIR,
@@ -43,12 +45,14 @@ from .template_helpers import (
 )
 
 pytestmark = pytest.mark.unit
+SERVERLESS_EXPORTS = "servalsheets-backup-"  # ExportServerlessCacheSnapshot's names
 
 FUNCTION_FOLDERS = {
     "BeginBackupFunction": "begin_backup",
     "BackupConfigFunction": "backup_config",
     "BackupTokensFunction": "backup_tokens",
     "DumpRedisFunction": "dump_redis",
+    "ServerlessSnapshotFunction": "serverless_snapshot",
     "ExportSnapshotFunction": "export_snapshot",
     "IngestSnapshotFunction": "ingest_snapshot",
     "FinalizeBackupFunction": "finalize_backup",
@@ -419,7 +423,9 @@ def test_no_rule_can_expire_the_newest_set_of_a_kind(source: dict[str, Any]) -> 
         if rule["Prefix"] in kind_prefixes:
             assert rule.get("TagFilters") == [{"Key": EXPIRABLE_TAG, "Value": "true"}], rule["Id"]
         else:
-            assert rule["Prefix"] in ("staging/", "audit/"), rule["Id"]
+            # Plaintext exports and seeds, the audit log: never a backup set (no kind is named
+            # like a snapshot, so servalsheets-backup- cannot match one).
+            assert rule["Prefix"] in ("staging/", "audit/", SERVERLESS_EXPORTS), rule["Id"]
 
 
 def test_bucket_housekeeping_rules(source: dict[str, Any]) -> None:
@@ -432,6 +438,8 @@ def test_bucket_housekeeping_rules(source: dict[str, Any]) -> None:
     assert len(noncurrent) == 1 and "Prefix" not in noncurrent[0]
     staging = [r for r in rules.values() if r.get("Prefix") == "staging/"]
     assert staging[0]["ExpirationInDays"] == 1
+    exports = [r for r in rules.values() if r.get("Prefix") == SERVERLESS_EXPORTS]
+    assert exports[0]["ExpirationInDays"] == 1 and SERVERLESS_EXPORTS == SNAPSHOT_PREFIX
     audit = [r for r in rules.values() if r.get("Prefix") == "audit/"]
     assert audit[0]["ExpirationInDays"] == {"Ref": "AuditRetentionDays"}
     assert parameter_default(source, "AuditRetentionDays") == 400
@@ -501,13 +509,25 @@ def test_bucket_policy_denies_writes_not_encrypted_with_the_backup_key(source: d
     } in conditions
     for deny in denies:
         assert deny["Principal"] == "*"
-        # staging/ is exempt: ElastiCache writes exports there and only reads SSE-S3 seeds.
-        assert deny["NotResource"] == {"Fn::Sub": "${BackupBucket.Arn}/staging/*"}
+        # staging/ is exempt: ElastiCache writes exports there and only reads SSE-S3 seeds; with
+        # a serverless cache so are the root objects ExportServerlessCacheSnapshot writes.
+        condition, serverless, node_based = deny["NotResource"]["Fn::If"]
+        assert condition == "SnapshotsServerlessCache"
+        assert node_based == {"Fn::Sub": "${BackupBucket.Arn}/staging/*"}
+        assert serverless == [node_based, {"Fn::Sub": "${BackupBucket.Arn}/" + SERVERLESS_EXPORTS + "*"}]
 
 
-def test_bucket_policy_lets_elasticache_into_staging_only(source: dict[str, Any]) -> None:
+def test_bucket_policy_lets_elasticache_into_staging_and_its_own_exports_only(
+    source: dict[str, Any],
+) -> None:
     allows = [s for s in bucket_policy(source) if s["Effect"] == "Allow"]
     assert allows, "ElastiCache exports need a bucket policy grant"
+    document = source["Resources"]["BackupBucketPolicy"]["Properties"]["PolicyDocument"]
+    serverless = [s["Fn::If"] for s in document["Statement"] if "Fn::If" in s]
+    # The bucket root is opened only when a serverless cache is configured.
+    assert [(c, s["Sid"], f) for c, s, f in serverless] == [
+        ("SnapshotsServerlessCache", "ElastiCacheServerlessExportObjects", NO_VALUE)
+    ]
     granted: set[str] = set()
     for allow in allows:
         assert allow["Principal"] == {
@@ -518,7 +538,7 @@ def test_bucket_policy_lets_elasticache_into_staging_only(source: dict[str, Any]
         for resource in as_list(allow["Resource"]):
             text = sub_text(resource)
             if text is not None:
-                assert text == "${BackupBucket.Arn}/staging/*"
+                assert text in ("${BackupBucket.Arn}/staging/*", "${BackupBucket.Arn}/servalsheets-backup-*")
             else:
                 assert resource == {"Fn::GetAtt": ["BackupBucket", "Arn"]}
                 assert set(actions(allow)) <= {

@@ -31,6 +31,7 @@ from servalsheets_backup.testing.environment import (
 from servalsheets_backup.testing.executions import Run, finish
 from servalsheets_backup.testing.redis_server import RedisServer
 from servalsheets_backup.testing.servalsheets_state import SeededState, redis_snapshot, seed_state
+from servalsheets_backup.testing.serverless_standin import ServerlessCacheStandIn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASL_FILES = {
@@ -327,6 +328,8 @@ def invocation_key(folder: str, payload: dict[str, Any]) -> str:
     """Which state an invocation serves: the function folder, told apart where one serves several."""
     if folder == "finish_restore":
         return f"{folder}:{payload.get('outcome')}"
+    if folder == "serverless_snapshot":
+        return f"{folder}:{payload.get('action')}"
     if folder == "set_maintenance":
         after_rollback = "rollback" in (payload.get("job") or {})
         return f"{folder}:{payload.get('phase')}" + (":after-rollback" if after_rollback else "")
@@ -642,3 +645,22 @@ def elasticache_fault(code: str, message: str = "injected") -> Exception:
 
     fault = type(code, (ElastiCacheException,), {"code": code})
     return fault(message)
+
+
+# -- ElastiCache Serverless -------------------------------------------------------------------
+SERVERLESS_CACHE = "servalsheets-serverless"
+SERVERLESS_PARAMETERS = {"RedisMode": "elasticache", "ElastiCacheServerlessCacheName": SERVERLESS_CACHE}
+
+
+def serverless_services(
+    caches: ServerlessCacheStandIn, clock: Callable[[], float] | None = None
+) -> Callable[[Services], Services]:
+    """A customisation that installs the stand-in (and optionally a clock)."""
+
+    def customise(services: Services) -> Services:
+        changes: dict[str, Any] = {"serverless_caches": caches}
+        if clock is not None:
+            changes["clock"] = clock
+        return dataclasses.replace(services, **changes)
+
+    return customise

@@ -15,9 +15,17 @@ from typing import Any
 import pytest
 
 from servalsheets_backup.testing.environment import LocalEnvironment, start_environment
+from servalsheets_backup.testing.serverless_standin import (
+    InvalidServerlessCacheStateFault,
+    ServerlessCacheNotFoundFault,
+    ServerlessCacheSnapshotNotFoundFault,
+    ServerlessCacheStandIn,
+)
 
 from .support import (
     ELASTICACHE_PARAMETERS,
+    SERVERLESS_CACHE,
+    SERVERLESS_PARAMETERS,
     Exercised,
     FailAlways,
     RdbExporter,
@@ -40,6 +48,7 @@ from .support import (
     reset,
     run_backup,
     run_restore,
+    serverless_services,
     sets,
 )
 
@@ -133,7 +142,7 @@ def _elasticache_runs(env: LocalEnvironment, runs: dict[str, Run]) -> None:
         target = {"new_replication_group_id": "servalsheets-coverage"}
         request = {"backup": backup["backup_id"], "kinds": ["redis"], "target": target, **CONSOLE}
         run = expect(run_restore(env, **request), "SUCCEEDED", "Restore succeeded")
-        assert "Wait for new replication group" in run.entered
+        assert "Wait for new cache" in run.entered
         env.runner.before_invoke = None
 
         # A throttled CreateSnapshot (quota exceeded): its Retry should wait and try again
@@ -168,6 +177,36 @@ def _elasticache_runs(env: LocalEnvironment, runs: dict[str, Run]) -> None:
         expect(run_backup(env, EC_REQUEST), "FAILED", "Backup failed")
 
 
+def _serverless_runs(env: LocalEnvironment, runs: dict[str, Run]) -> None:
+    reset(env)
+    standin = ServerlessCacheStandIn()
+    standin.register(SERVERLESS_CACHE, env.production)
+    install_services(env, serverless_services(standin))
+    try:
+        # Happy path, every Lambda failing once first; then restored into a new serverless cache
+        env.runner.before_invoke = TransientOnce()
+        backup = expect(run_backup(env, EC_REQUEST), "SUCCEEDED", "Backup succeeded").output
+        env.runner.before_invoke = TransientOnce()
+        target = {"new_serverless_cache_name": "servalsheets-coverage"}
+        request = {"backup": backup["backup_id"], "kinds": ["redis"], "target": target, **CONSOLE}
+        run = expect(run_restore(env, **request), "SUCCEEDED", "Restore succeeded")
+        assert "Wait for new cache" in run.entered
+        env.runner.before_invoke = None
+
+        # The cache is busy (being modified): CreateServerlessCacheSnapshot's Retry waits it out
+        standin.faults["create_snapshot"] = [InvalidServerlessCacheStateFault("cache is modifying")]
+        runs["serverless-busy"] = run_backup(env, EC_REQUEST)
+        release_all_locks(env)
+
+        # No such cache -> Catch; the snapshot vanishes while being polled -> Catch
+        standin.faults["create_snapshot"] = [ServerlessCacheNotFoundFault("no such cache")]
+        expect(run_backup(env, EC_REQUEST), "FAILED", "Backup failed")
+        standin.faults["snapshot_status"] = [ServerlessCacheSnapshotNotFoundFault("deleted meanwhile")]
+        expect(run_backup(env, EC_REQUEST), "FAILED", "Backup failed")
+    finally:
+        standin.close()
+
+
 @pytest.fixture(scope="module")
 def exercised() -> Iterator[dict[str, Any]]:
     """Run the dedicated executions; return what the histories show, per state machine."""
@@ -190,6 +229,14 @@ def exercised() -> Iterator[dict[str, Any]]:
                 found[name].add(events)
     finally:
         elasticache.close()
+    serverless = start_environment(extra_parameters=SERVERLESS_PARAMETERS)
+    try:
+        _serverless_runs(serverless, found["runs"])
+        for name, logical_id in (("backup", "BackupStateMachine"), ("restore", "RestoreStateMachine")):
+            for events in histories(serverless, logical_id):
+                found[name].add(events)
+    finally:
+        serverless.close()
     yield found
 
 
@@ -225,3 +272,16 @@ def test_create_snapshot_retries_a_quota_fault(exercised: dict[str, Any]) -> Non
 
     assert run.status == "SUCCEEDED", run.entered
     assert run.entered.count("Create ElastiCache snapshot") == 1
+
+
+def test_create_serverless_snapshot_retries_a_busy_cache(exercised: dict[str, Any]) -> None:
+    run: Run = exercised["runs"]["serverless-busy"]
+    failures = [
+        e["lambdaFunctionFailedEventDetails"]["error"]
+        for e in run.events
+        if "lambdaFunctionFailedEventDetails" in e
+    ]
+    assert failures == ["InvalidServerlessCacheStateFault"]
+
+    assert run.status == "SUCCEEDED", run.entered
+    assert run.entered.count("Create serverless snapshot") == 1

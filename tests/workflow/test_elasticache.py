@@ -48,7 +48,7 @@ EXPECTED_PATH = [
     "Wait for snapshot",
     "Check snapshot status",
     "Snapshot available?",
-    "Export snapshot to staging",
+    "Export snapshot",
     "Wait for export",
     "Ingest exported RDB files",
     "Export ingested?",  # the export has not landed yet: wait and look again
@@ -190,7 +190,7 @@ def test_elasticache_backup_restores_into_a_new_replication_group(
 
         # Then the decrypted RDB was staged (SSE-S3, as ElastiCache needs) while the group was seeded
         assert staged_seeds == [(exporter.rdb, "AES256")]
-        assert "Wait for new replication group" in run.entered
+        assert "Wait for new cache" in run.entered
         assert group_status(env, REPLICATION_GROUP) == "available"  # the running group is untouched
         store = env.services().store
         left = store.s3.list_objects_v2(Bucket=store.bucket, Prefix=STAGING_PREFIX + "restore/")

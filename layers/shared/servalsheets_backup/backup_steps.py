@@ -86,11 +86,33 @@ def dump_redis(services: Services, event: dict[str, Any], deadline: float | None
     return component_redis.add_logical_chunk(services, _pending(event, services), deadline).to_dict()
 
 
-def export_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
-    """Start exporting the finished ElastiCache snapshot to the staging prefix."""
+def _snapshot_name(event: dict[str, Any], step: str) -> str:
     name = event.get("snapshot_name")
     if not isinstance(name, str) or not name:
-        raise InvalidInputError("export_snapshot needs 'snapshot_name'")
+        raise InvalidInputError(
+            f"{step} needs 'snapshot_name' (the state machine passes $.plan.snapshot_name)"
+        )
+    return name
+
+
+SERVERLESS_ACTIONS = ("create", "check")
+
+
+def serverless_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
+    """Create (``action: create``) or poll (``action: check``) the serverless cache snapshot."""
+    action = event.get("action")
+    if action not in SERVERLESS_ACTIONS:
+        raise InvalidInputError(f"serverless_snapshot needs 'action': one of {', '.join(SERVERLESS_ACTIONS)}")
+    name = _snapshot_name(event, "serverless_snapshot")
+    _pending(event, services)  # the backup lock is renewed on every poll
+    if action == "create":
+        return {"status": component_redis.create_serverless_snapshot(services, name)}
+    return {"status": component_redis.serverless_snapshot_status(services, name)}
+
+
+def export_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
+    """Start exporting the finished ElastiCache snapshot to the bucket."""
+    name = _snapshot_name(event, "export_snapshot")
     return component_redis.start_export(services, _pending(event, services), name).to_dict()
 
 

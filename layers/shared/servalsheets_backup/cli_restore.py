@@ -85,9 +85,13 @@ def _restore_args(command: argparse.ArgumentParser) -> None:
         help="ElastiCache-mode backups: id of a NEW replication group to seed (the running one is kept)",
     )
     command.add_argument(
+        "--new-serverless-cache",
+        help="ElastiCache-mode backups: name of a NEW serverless cache to seed (the running one is kept)",
+    )
+    command.add_argument(
         "--update-redis-url-secret",
         action="store_true",
-        help="with --new-replication-group: point the REDIS_URL secret at the new group",
+        help="with --new-replication-group or --new-serverless-cache: point the REDIS_URL secret at it",
     )
     command.add_argument(
         "--requested-by", default=os.environ.get("USER", "operator"), help="who asks (audit trail)"
@@ -131,6 +135,7 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
             "token_store_path": args.target_token_path,
             "secret_prefix": args.target_secret_prefix,
             "new_replication_group_id": args.new_replication_group,
+            "new_serverless_cache_name": args.new_serverless_cache,
             "update_redis_url_secret": args.update_redis_url_secret,
         }.items()
         if value

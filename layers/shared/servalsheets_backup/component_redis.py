@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from .backup import PendingSet
-from .errors import TransientError
+from .errors import ConfigurationError, InvalidRdbError, SnapshotExportError, TransientError
 from .services import Services
 
 logger = logging.getLogger(__name__)
@@ -103,10 +103,12 @@ def with_retries(operation: Any, attempts: int = 4) -> Any:
 
 # -- ElastiCache mode --------------------------------------------------------------------
 STAGING_PREFIX = "staging/"
+# A serverless export that has produced no file this long after it started has failed.
+SERVERLESS_EXPORT_TIMEOUT_SECONDS = 3 * 3600
 
 
 def staging_prefix(backup_id: str) -> str:
-    """Where the ElastiCache export of one backup lands before ingestion."""
+    """Where the export of a node-based snapshot of one backup lands before ingestion."""
     return f"{STAGING_PREFIX}{backup_id}/"
 
 
@@ -115,7 +117,27 @@ def _exporter(services: Services) -> Any:
 
     if services.snapshot_exporter is not None:
         return services.snapshot_exporter
-    return AwsSnapshotExporter(services.client("elasticache"), bool(services.settings.serverless_cache_name))
+    return AwsSnapshotExporter(services.client("elasticache"))
+
+
+def _serverless_cache(services: Services) -> str:
+    name = services.settings.serverless_cache_name
+    if not name:
+        raise ConfigurationError(
+            "this step snapshots an ElastiCache Serverless cache: set ELASTICACHE_SERVERLESS_CACHE_NAME "
+            "(template Parameter ElastiCacheServerlessCacheName)"
+        )
+    return name
+
+
+def create_serverless_snapshot(services: Services, snapshot: str) -> str:
+    """Start a manual snapshot of the configured serverless cache; its status."""
+    return str(services.serverless().create_snapshot(_serverless_cache(services), snapshot))
+
+
+def serverless_snapshot_status(services: Services, snapshot: str) -> str:
+    """The status of a serverless snapshot (the state machine polls it)."""
+    return str(services.serverless().snapshot_status(snapshot))
 
 
 def expected_shards(services: Services) -> int:
@@ -129,27 +151,90 @@ def expected_shards(services: Services) -> int:
 
 
 def start_export(services: Services, pending: PendingSet, snapshot: str) -> PendingSet:
-    """Export the finished snapshot to the staging prefix (the state machine then polls)."""
-    _exporter(services).export(snapshot, services.settings.bucket, staging_prefix(pending.backup_id))
+    """Export the finished snapshot to the bucket (the state machine then polls the ingest step)."""
+    bucket = services.settings.bucket
+    if services.settings.serverless_cache_name:
+        # ExportServerlessCacheSnapshot takes a bucket but no prefix: the files land at the bucket
+        # root, named after the snapshot (the bucket policy lets ElastiCache write only there).
+        services.serverless().export_snapshot(snapshot, bucket)
+        pending.source["export"] = {"prefix": snapshot, "settle": True, "started_ms": _now_ms(services)}
+    else:
+        _exporter(services).export(snapshot, bucket, staging_prefix(pending.backup_id))
+        pending.source["export"] = {"prefix": staging_prefix(pending.backup_id)}
     pending.source["snapshot_name"] = snapshot
     pending.source["expected_shards"] = expected_shards(services)
     return pending
 
 
-def _staged_rdb_keys(services: Services, pending: PendingSet) -> list[str]:
-    s3 = services.store.s3
-    listing = s3.list_objects_v2(Bucket=services.settings.bucket, Prefix=staging_prefix(pending.backup_id))
-    return sorted(item["Key"] for item in listing.get("Contents", []) if item["Key"].endswith(".rdb"))
+def _now_ms(services: Services) -> int:
+    return int(services.clock() * 1000)
+
+
+def export_prefix(pending: PendingSet) -> str:
+    """Where this backup's exported .rdb files appear."""
+    return str((pending.source.get("export") or {}).get("prefix") or staging_prefix(pending.backup_id))
+
+
+def _staged_rdb_objects(services: Services, pending: PendingSet) -> dict[str, int]:
+    """Exported .rdb objects of this backup and their sizes."""
+    s3, found = services.store.s3, {}
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=services.settings.bucket, Prefix=export_prefix(pending)
+    ):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith(".rdb"):
+                found[item["Key"]] = int(item.get("Size", 0))
+    return found
+
+
+def _export_complete(services: Services, pending: PendingSet, found: dict[str, int]) -> bool:
+    """True once every file of the export is in the bucket.
+
+    A node-based export has one file per shard, counted beforehand. A serverless export's file
+    count is not known, so it is complete when ElastiCache reports the snapshot ``available``
+    again and the listing has not changed since the previous look (one poll interval earlier).
+    """
+    export = pending.source.setdefault("export", {})
+    if not export.get("settle"):
+        return len(found) >= int(pending.source.get("expected_shards", 1))
+    snapshot = str(pending.source.get("snapshot_name", ""))
+    status = serverless_snapshot_status(services, snapshot)
+    if "fail" in status:
+        raise SnapshotExportError(f"ElastiCache reports serverless snapshot {snapshot} as {status}")
+    if not found:
+        _fail_if_export_overdue(services, export, snapshot)
+    listing = sorted([key, size] for key, size in found.items())
+    previous, export["seen"] = export.get("seen"), listing
+    return bool(found) and status == "available" and previous == listing
+
+
+def _fail_if_export_overdue(services: Services, export: dict[str, Any], snapshot: str) -> None:
+    waited = (_now_ms(services) - int(export.get("started_ms", _now_ms(services)))) / 1000
+    if waited > SERVERLESS_EXPORT_TIMEOUT_SECONDS:
+        raise SnapshotExportError(
+            f"no .rdb file named {snapshot}* appeared in s3://{services.settings.bucket}/ "
+            f"{int(waited)} s after ExportServerlessCacheSnapshot started: check that the bucket policy "
+            "statement ElastiCacheServerlessExportObjects is deployed and see docs/operations.md"
+        )
 
 
 def ingest_exports(services: Services, pending: PendingSet) -> tuple[PendingSet, bool]:
-    """Once every shard's .rdb is staged, validate and encrypt each into the set; (pending, done)."""
-    keys = _staged_rdb_keys(services, pending)
-    if len(keys) < int(pending.source.get("expected_shards", 1)):
+    """Once every exported .rdb is in the bucket, validate and encrypt each into the set; (pending, done)."""
+    found = _staged_rdb_objects(services, pending)
+    if not _export_complete(services, pending, found):
         return pending, False
-    shards = [_ingest_one(services, pending, key, index) for index, key in enumerate(keys, start=1)]
+    keys = sorted(found)
+    try:
+        shards = [_ingest_one(services, pending, key, index) for index, key in enumerate(keys, start=1)]
+    except InvalidRdbError:
+        # A corrupt export will not get better: remove the plaintext now rather than leave it to
+        # the one-day lifecycle rule. (Transient read errors keep it for the state machine's retry.)
+        for key in keys:
+            _delete_all_versions(services, key)
+        raise
     for key in keys:
         _delete_all_versions(services, key)
+    pending.source.pop("export", None)  # polling bookkeeping; not part of the manifest
     pending.components["redis"] = {
         "mode": "elasticache",
         "snapshot_name": pending.source.get("snapshot_name"),
@@ -205,17 +290,19 @@ def prune_snapshots(services: Services, keep: str) -> list[str]:
     """Delete this system's snapshots older than the redis retention; never ``keep`` or the newest."""
     from datetime import UTC, datetime, timedelta
 
-    from .adapters.elasticache import delete_snapshot, list_own_snapshots
+    from .adapters.elasticache import NodeSnapshots
 
-    group = services.settings.replication_group_id
-    if not group:
+    settings = services.settings
+    if settings.serverless_cache_name:
+        snapshots, source = services.serverless(), settings.serverless_cache_name
+    elif settings.replication_group_id:
+        snapshots, source = NodeSnapshots(services.client("elasticache")), settings.replication_group_id
+    else:
         return []
-    elasticache = services.client("elasticache")
-    snapshots = list_own_snapshots(elasticache, group)
-    cutoff = datetime.now(UTC) - timedelta(days=services.settings.redis_retention_days)
+    cutoff = datetime.now(UTC) - timedelta(days=settings.redis_retention_days)
     deleted = []
-    for info in snapshots[1:]:
+    for info in snapshots.list_own_snapshots(source)[1:]:
         if info.name != keep and info.created is not None and info.created < cutoff:
-            delete_snapshot(elasticache, info.name)
+            snapshots.delete_snapshot(info.name)
             deleted.append(info.name)
     return deleted

@@ -1,14 +1,17 @@
-"""Restoring an ElastiCache-mode backup: seed a NEW replication group from the backed-up RDB files.
+"""Restoring an ElastiCache-mode backup: seed a NEW cache from the backed-up RDB files.
 
-The production group is never overwritten. The RDB files are decrypted into ``staging/restore/``
-(SSE-S3: ElastiCache can only seed from objects it can read), CreateReplicationGroup seeds a new
-group from them with the source group's shape, the state machine polls until it is available,
-the plaintext copies are deleted, and optionally the REDIS_URL secret is pointed at the new
-endpoint (its previous version is kept so a rollback can move the secret back).
+The production cache is never overwritten. The RDB files are decrypted into ``staging/restore/``
+(SSE-S3: ElastiCache can only seed from objects it can read), then either CreateReplicationGroup
+(``target.new_replication_group_id``, the source group's shape) or CreateServerlessCache
+(``target.new_serverless_cache_name``, the source cache's network, limits and key) seeds a new
+cache from them, the state machine polls until it is available, the plaintext copies are
+deleted, and optionally the REDIS_URL secret is pointed at the new endpoint (its previous
+version is kept so a rollback can move the secret back).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
@@ -19,13 +22,7 @@ from .manifest import Manifest, ObjectEntry
 from .services import Services
 
 STAGING_RESTORE = "staging/restore/"
-GROUP_FIELDS = (
-    "CacheNodeType",
-    "AutomaticFailover",
-    "MultiAZ",
-    "TransitEncryptionEnabled",
-    "AtRestEncryptionEnabled",
-)
+FAILED_STATUSES = ("create-failed", "deleting", "deleted")
 
 
 def seed_key(restore_id: str, index: int) -> str:
@@ -33,54 +30,127 @@ def seed_key(restore_id: str, index: int) -> str:
     return f"{STAGING_RESTORE}{restore_id}/shard-{index:04d}.rdb"
 
 
+@dataclass(frozen=True)
+class NewCacheState:
+    """What the restore needs to know about the cache it is seeding."""
+
+    status: str
+    endpoint: str
+    tls: bool
+
+
+class NewReplicationGroup:
+    """A node-based replication group seeded from the RDB files, shaped like the source group."""
+
+    kind = "replication group"
+    result_field = "replication_group_id"
+
+    def __init__(self, services: Services, name: str) -> None:
+        self.services, self.name = services, name
+
+    def create(self, seed_arns: list[str]) -> None:
+        """CreateReplicationGroup with SnapshotArns, one node group per RDB file."""
+        self.services.client("elasticache").create_replication_group(
+            ReplicationGroupId=self.name,
+            ReplicationGroupDescription=f"restored by servalsheets-backup into {self.name}"[:255],
+            SnapshotArns=seed_arns,
+            NumNodeGroups=max(1, len(seed_arns)),
+            **_source_shape(self.services),
+        )
+
+    def state(self) -> NewCacheState | None:
+        """Status and endpoint, or None when the group does not exist."""
+        elasticache = self.services.client("elasticache")
+        try:
+            group = _describe(self.services, self.name)
+        except elasticache.exceptions.ReplicationGroupNotFoundFault:
+            return None
+        return NewCacheState(
+            str(group.get("Status", "")), _endpoint(group), bool(group.get("TransitEncryptionEnabled"))
+        )
+
+    def delete(self) -> None:
+        """DeleteReplicationGroup."""
+        self.services.client("elasticache").delete_replication_group(ReplicationGroupId=self.name)
+
+
+class NewServerlessCache:
+    """A serverless cache seeded from the RDB files, shaped like the configured source cache."""
+
+    kind = "serverless cache"
+    result_field = "serverless_cache_name"
+
+    def __init__(self, services: Services, name: str) -> None:
+        self.services, self.name = services, name
+
+    def create(self, seed_arns: list[str]) -> None:
+        """CreateServerlessCache with SnapshotArnsToRestore."""
+        source = self.services.settings.serverless_cache_name
+        if not source:
+            raise ConfigurationError(
+                "ELASTICACHE_SERVERLESS_CACHE_NAME is needed to copy the new serverless cache's network, "
+                "limits and key from the cache it replaces"
+            )
+        self.services.serverless().create_cache(self.name, seed_arns, like=source)
+
+    def state(self) -> NewCacheState | None:
+        """Status and endpoint (serverless caches always require TLS), or None when absent."""
+        info = self.services.serverless().describe_cache(self.name)
+        return None if info is None else NewCacheState(info.status, info.endpoint, True)
+
+    def delete(self) -> None:
+        """DeleteServerlessCache."""
+        self.services.serverless().delete_cache(self.name)
+
+
+def new_cache(services: Services, target: dict[str, Any]) -> NewReplicationGroup | NewServerlessCache | None:
+    """The new cache named by the restore target, if any."""
+    if target.get("new_serverless_cache_name"):
+        return NewServerlessCache(services, target["new_serverless_cache_name"])
+    if target.get("new_replication_group_id"):
+        return NewReplicationGroup(services, target["new_replication_group_id"])
+    return None
+
+
 def step(services: Services, job: dict[str, Any], manifest: Manifest, read: Any) -> None:
     """Advance the restore by one state-machine step: seed, then poll until available."""
-    new_group = job["target"].get("new_replication_group_id")
-    if not new_group:
+    cache = new_cache(services, job["target"])
+    if cache is None:
         raise InvalidInputError(
-            "this backup holds ElastiCache RDB exports: give target.new_replication_group_id, a new "
-            "replication group to seed from them (the running group is never overwritten)"
+            "this backup holds ElastiCache RDB exports: give target.new_replication_group_id or "
+            "target.new_serverless_cache_name, a new cache to seed from them (the running one is never "
+            "overwritten)"
         )
     state = job["redis"]
     if state.get("phase") is None:
-        _seed(services, job, manifest, read, new_group)
+        cache.create(_stage_all(services, job, manifest, read))
         state.update(phase="creating", waiting=True)
         return
-    group = _describe(services, new_group)
-    status = group.get("Status", "")
-    if status in ("create-failed", "deleting", "deleted"):
-        raise RestoreVerificationError(
-            f"replication group {new_group} is {status}; see the ElastiCache console"
-        )
-    if status != "available":
+    current = cache.state()
+    status = current.status if current else "deleted"
+    if status in FAILED_STATUSES:
+        raise RestoreVerificationError(f"{cache.kind} {cache.name} is {status}; see the ElastiCache console")
+    if current is None or status != "available":
         return
-    endpoint = _endpoint(group)
     _delete_staged(services, job, len(manifest.objects_of("redis")))
-    state.update(phase="available", waiting=False, done=True, endpoint=endpoint)
+    state.update(phase="available", waiting=False, done=True, endpoint=current.endpoint)
     job.setdefault("results", {})["redis"] = {
         "mode": "elasticache",
-        "replication_group_id": new_group,
-        "endpoint": endpoint,
+        cache.result_field: cache.name,
+        "endpoint": current.endpoint,
     }
     if job["target"].get("update_redis_url_secret"):
-        _point_secret_at(services, job, group, endpoint)
+        _point_secret_at(services, job, current)
 
 
-def _seed(services: Services, job: dict[str, Any], manifest: Manifest, read: Any, new_group: str) -> None:
-    shards = manifest.objects_of("redis")
+def _stage_all(services: Services, job: dict[str, Any], manifest: Manifest, read: Any) -> list[str]:
+    """Decrypt every RDB file of the set into staging/restore/; their S3 ARNs."""
     arns = []
-    for index, entry in enumerate(shards, start=1):
+    for index, entry in enumerate(manifest.objects_of("redis"), start=1):
         key = seed_key(job["restore_id"], index)
         _stage(services, entry, key, read)
         arns.append(f"arn:aws:s3:::{services.settings.bucket}/{key}")
-    source = _source_shape(services)
-    services.client("elasticache").create_replication_group(
-        ReplicationGroupId=new_group,
-        ReplicationGroupDescription=f"restored by servalsheets-backup {job['restore_id']}"[:255],
-        SnapshotArns=arns,
-        NumNodeGroups=max(1, len(shards)),
-        **source,
-    )
+    return arns
 
 
 def _stage(services: Services, entry: ObjectEntry, key: str, read: Any) -> None:
@@ -131,7 +201,7 @@ def _delete_staged(services: Services, job: dict[str, Any], count: int) -> None:
             s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
 
 
-def _point_secret_at(services: Services, job: dict[str, Any], group: dict[str, Any], endpoint: str) -> None:
+def _point_secret_at(services: Services, job: dict[str, Any], cache: NewCacheState) -> None:
     secret_id = services.settings.redis_url_secret_id
     if not secret_id:
         raise ConfigurationError("update_redis_url_secret needs REDIS_URL_SECRET_ID (RedisUrlSecretName)")
@@ -144,9 +214,9 @@ def _point_secret_at(services: Services, job: dict[str, Any], group: dict[str, A
         (v for v, stages in previous.get("VersionIdsToStages", {}).items() if "AWSCURRENT" in stages), None
     )
     parsed = urlparse(current)
-    scheme = "rediss" if group.get("TransitEncryptionEnabled") else parsed.scheme or "redis"
+    scheme = "rediss" if cache.tls else parsed.scheme or "redis"
     auth = parsed.netloc.rsplit("@", 1)[0] + "@" if "@" in parsed.netloc else ""
-    new_url = urlunparse((scheme, auth + endpoint, parsed.path or "/0", "", "", ""))
+    new_url = urlunparse((scheme, auth + cache.endpoint, parsed.path or "/0", "", "", ""))
     import json
 
     response = manager.put_secret_value(SecretId=secret_id, SecretString=json.dumps({"REDIS_URL": new_url}))
@@ -154,7 +224,7 @@ def _point_secret_at(services: Services, job: dict[str, Any], group: dict[str, A
 
 
 def rollback(services: Services, job: dict[str, Any]) -> None:
-    """Undo: move the REDIS_URL secret back and delete the new group (production was never touched)."""
+    """Undo: move the REDIS_URL secret back and delete the new cache (production was never touched)."""
     state = job.get("redis") or {}
     previous, new = state.get("previous_secret_version"), state.get("new_secret_version")
     if previous and new and services.settings.redis_url_secret_id:
@@ -163,14 +233,16 @@ def rollback(services: Services, job: dict[str, Any]) -> None:
         secret_id = services.settings.redis_url_secret_id
         old = manager.get_secret_value(SecretId=secret_id, VersionId=previous)["SecretString"]
         manager.put_secret_value(SecretId=secret_id, SecretString=old)
-    new_group = job["target"].get("new_replication_group_id")
-    if state.get("phase") in ("creating", "available") and new_group:
-        services.client("elasticache").delete_replication_group(ReplicationGroupId=new_group)
+    cache = new_cache(services, job["target"])
+    if state.get("phase") in ("creating", "available") and cache is not None:
+        cache.delete()
 
 
 def verify(services: Services, job: dict[str, Any]) -> list[Check]:
-    """The new group is available and has an endpoint (its data is the seeded RDB)."""
-    new_group = job["target"].get("new_replication_group_id", "")
-    group = _describe(services, new_group)
-    endpoint = _endpoint(group)
-    return [Check("new replication group available", group.get("Status") == "available", endpoint)]
+    """The new cache is available and has an endpoint (its data is the seeded RDB)."""
+    cache = new_cache(services, job["target"])
+    if cache is None:
+        return [Check("new cache named", False, "no new_replication_group_id or new_serverless_cache_name")]
+    current = cache.state()
+    available = current is not None and current.status == "available"
+    return [Check(f"new {cache.kind} available", available, current.endpoint if current else "absent")]

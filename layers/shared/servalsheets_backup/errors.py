@@ -59,6 +59,10 @@ class InvalidRdbError(IntegrityError):
     """An RDB file is not a valid Redis snapshot (magic, version, checksum or truncation)."""
 
 
+class SnapshotExportError(BackupSystemError):
+    """ElastiCache failed to snapshot or export the cache, or the export never reached the bucket."""
+
+
 class LockHeldError(BackupSystemError):
     """Another backup or restore holds the lock for the same kind or target."""
 

@@ -134,16 +134,16 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, 
         )
     target = request.target.model_dump()
     logical = not manifest.objects_of("redis") or _is_logical(manifest)
-    if "redis" in request.kinds and not logical and not request.target.new_replication_group_id:
+    if "redis" in request.kinds and not logical and not request.target.new_cache_name:
         raise InvalidInputError(
             f"backup {ref.backup_id} holds ElastiCache RDB exports: set target.new_replication_group_id "
-            "to seed a new replication group (the running one is never overwritten)"
+            "or target.new_serverless_cache_name to seed a new cache (the running one is never overwritten)"
         )
     if request.verification and not (
         request.target.redis_url_secret_id
         or request.target.secret_prefix
         or request.target.token_store_path
-        or request.target.new_replication_group_id
+        or request.target.new_cache_name
     ):
         raise InvalidInputError(
             "a verification run must restore into an isolated target (target.redis_url_secret_id, "
@@ -286,6 +286,7 @@ def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest
             "mode": "elasticache",
             "rdb_files": len(shards),
             "new_replication_group_id": job["target"].get("new_replication_group_id"),
+            "new_serverless_cache_name": job["target"].get("new_serverless_cache_name"),
         }
     now_ms = int(services.clock() * 1000)
     totals: dict[str, Any] = {
@@ -454,8 +455,9 @@ def is_isolated(job: dict[str, Any]) -> bool:
     target = job["target"]
     if job.get("verification") or any(target.get(name) for name in ISOLATING_TARGET_FIELDS):
         return True
-    # A new replication group is production only once the REDIS_URL secret is switched to it.
-    return bool(target.get("new_replication_group_id")) and not target.get("update_redis_url_secret")
+    # A new cache is production only once the REDIS_URL secret is switched to it.
+    new_cache = target.get("new_replication_group_id") or target.get("new_serverless_cache_name")
+    return bool(new_cache) and not target.get("update_redis_url_secret")
 
 
 def notify(services: Services, subject: str, message: str) -> None:

@@ -58,7 +58,29 @@ class RestoreTarget(_Strict):
     new_replication_group_id: str | None = Field(
         default=None, max_length=40, pattern=r"^[a-z][a-z0-9-]{0,39}$"
     )
+    new_serverless_cache_name: str | None = Field(
+        default=None, max_length=40, pattern=r"^[a-z][a-z0-9-]{0,39}$"
+    )
     update_redis_url_secret: bool = False
+
+    @model_validator(mode="after")
+    def _one_new_cache(self) -> RestoreTarget:
+        if self.new_replication_group_id and self.new_serverless_cache_name:
+            raise ValueError(
+                "give either new_replication_group_id or new_serverless_cache_name: an ElastiCache-mode "
+                "backup seeds one new cache"
+            )
+        if self.update_redis_url_secret and not self.new_cache_name:
+            raise ValueError(
+                "update_redis_url_secret needs new_replication_group_id or new_serverless_cache_name: "
+                "it points REDIS_URL at the newly seeded cache"
+            )
+        return self
+
+    @property
+    def new_cache_name(self) -> str | None:
+        """The new replication group or serverless cache an ElastiCache-mode backup seeds."""
+        return self.new_replication_group_id or self.new_serverless_cache_name
 
     @field_validator("token_store_path")
     @classmethod

@@ -26,6 +26,7 @@ class Services:
     metrics: MetricsSink = field(default_factory=CollectingMetrics)
     clock: Callable[[], float] = time.time
     snapshot_exporter: Any = None  # an elasticache.SnapshotExporter; None means the AWS one
+    serverless_caches: Any = None  # an elasticache.ServerlessCaches; None means the AWS one
 
     @classmethod
     def from_env(cls, metrics: MetricsSink | None = None) -> Services:
@@ -35,6 +36,14 @@ class Services:
     def client(self, service: str) -> Any:
         """A boto3 client (AWS_ENDPOINT_URL honoured)."""
         return aws.client(service)
+
+    def serverless(self) -> Any:
+        """The ElastiCache Serverless adapter (the injected one, or the AWS API)."""
+        if self.serverless_caches is not None:
+            return self.serverless_caches
+        from .adapters.elasticache import AwsServerlessCaches
+
+        return AwsServerlessCaches(self.client("elasticache"))
 
     @cached_property
     def store(self) -> BackupStore:

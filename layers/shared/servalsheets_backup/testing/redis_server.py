@@ -63,10 +63,17 @@ def redis_server_binary() -> str:
     return path
 
 
-def start_redis(password: str | None = None, extra_args: list[str] | None = None) -> RedisServer:
-    """Start a redis-server on 127.0.0.1 and a free port, persistence off, and wait until it answers."""
+def start_redis(
+    password: str | None = None, extra_args: list[str] | None = None, rdb: bytes | None = None
+) -> RedisServer:
+    """Start a redis-server on 127.0.0.1 and a free port, persistence off, and wait until it answers.
+
+    With ``rdb``, the server loads that RDB file at start-up (as a cache seeded from a snapshot).
+    """
     binary = redis_server_binary()
     workdir = Path(tempfile.mkdtemp(prefix="ssbk-redis-"))
+    if rdb is not None:
+        (workdir / "dump.rdb").write_bytes(rdb)
     for _attempt in range(5):
         port = free_port()
         args = [

@@ -1,0 +1,277 @@
+"""The backup and restore state machines with an ElastiCache Serverless cache (RedisMode=elasticache).
+
+moto has no ElastiCache Serverless, so every serverless call goes through the ServerlessCaches
+adapter, here the stand-in whose cache is the production test redis-server: the snapshot is the
+RDB that server SAVEs, the export puts it into the moto bucket at the root (as
+ExportServerlessCacheSnapshot does, with no prefix), and a cache created from
+SnapshotArnsToRestore is a new redis-server loading the staged RDB, so the restored keys are real.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from servalsheets_backup.adapters.elasticache import SNAPSHOT_PREFIX, snapshot_name
+from servalsheets_backup.component_redis import SERVERLESS_EXPORT_TIMEOUT_SECONDS, STAGING_PREFIX
+from servalsheets_backup.testing.environment import REDIS_SECRET, LocalEnvironment, start_environment
+from servalsheets_backup.testing.servalsheets_state import SeededState, redis_snapshot
+from servalsheets_backup.testing.serverless_standin import ServerlessCacheStandIn, folder_export_key
+
+from .support import (
+    SERVERLESS_CACHE,
+    SERVERLESS_PARAMETERS,
+    held_locks,
+    install_services,
+    redis_differences,
+    run_backup,
+    run_restore,
+    serverless_services,
+    set_objects,
+    sets,
+)
+
+pytestmark = pytest.mark.workflow
+
+REQUEST = {"kind": "redis", "trigger": "schedule", "poll_seconds": 0}
+SNAPSHOT_STATES = [
+    "Wait for serverless snapshot",
+    "Check serverless snapshot",
+    "Serverless snapshot available?",
+]
+INGEST_STATES = ["Wait for export", "Ingest exported RDB files", "Export ingested?"]
+EXPECTED_PATH = [
+    "Begin backup",
+    "Include configuration?",
+    "Include token store?",
+    "Include Redis?",
+    "Create serverless snapshot",
+    *SNAPSHOT_STATES,  # still creating: wait and poll again
+    *SNAPSHOT_STATES,
+    "Export snapshot",
+    *INGEST_STATES,  # still exporting
+    *INGEST_STATES,  # the export ended, but the file was listed before it landed
+    *INGEST_STATES,  # the file is there: look once more to see the listing has settled
+    *INGEST_STATES,
+    "Finalize backup",
+    "Backup succeeded",
+]
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[LocalEnvironment]:
+    """A deployment with RedisMode=elasticache and ElastiCacheServerlessCacheName set."""
+    environment = start_environment(extra_parameters=SERVERLESS_PARAMETERS)
+    try:
+        yield environment
+    finally:
+        environment.close()
+
+
+@pytest.fixture
+def standin(env: LocalEnvironment, seeded: SeededState) -> Iterator[ServerlessCacheStandIn]:
+    """A fresh stand-in whose cache SERVERLESS_CACHE is the seeded production redis-server."""
+    caches = ServerlessCacheStandIn()
+    caches.register(SERVERLESS_CACHE, env.production)
+    install_services(env, serverless_services(caches))
+    try:
+        yield caches
+    finally:
+        caches.close()
+
+
+def root_exports(env: LocalEnvironment) -> list[str]:
+    """Every version of every object at the bucket root named like one of our snapshots."""
+    store = env.services().store
+    listing = store.s3.list_object_versions(Bucket=store.bucket, Prefix=SNAPSHOT_PREFIX)
+    return [v["Key"] for v in listing.get("Versions", []) + listing.get("DeleteMarkers", [])]
+
+
+def test_serverless_snapshot_is_exported_validated_and_ingested(
+    env: LocalEnvironment, standin: ServerlessCacheStandIn
+) -> None:
+    # When the redis backup runs against the serverless cache
+    run = run_backup(env, REQUEST)
+
+    # Then it went Create -> poll -> Export -> poll the bucket until the export settled -> Finalize
+    assert run.status == "SUCCEEDED", (run.error, run.cause[:500])
+    assert run.entered == EXPECTED_PATH
+    backup_id = run.output["backup_id"]
+    name = snapshot_name(backup_id)
+    assert standin.calls[0] == ("create_snapshot", (SERVERLESS_CACHE, name))
+    assert ("export_snapshot", (name, env.services().store.bucket)) in standin.calls
+
+    # ... and the set holds the snapshot's real RDB, encrypted, byte for byte
+    ref = next(ref for ref in sets(env, "redis") if ref.backup_id == backup_id)
+    store = env.services().store
+    assert store.verify_set(ref).ok
+    manifest = store.load_manifest(ref)
+    rdb = standin.snapshots[name].rdb
+    assert rdb.startswith(b"REDIS") and [e.name for e in manifest.objects] == ["redis/shard-0001.rdb"]
+    assert b"".join(store.read_object(ref, manifest.objects[0])) == rdb
+    redis_component = manifest.components["redis"]
+    assert redis_component["mode"] == "elasticache"
+    assert redis_component["serverless_cache_name"] == SERVERLESS_CACHE
+    assert redis_component["shards"][0]["checksum_verified"] is True
+    assert "export" not in manifest.source  # polling bookkeeping stays out of the manifest
+    # The plaintext export is gone, every version of it; the snapshot itself is kept (newest)
+    assert root_exports(env) == []
+    assert standin.snapshots[name].status == "available"
+    assert held_locks(env) == {}
+
+
+def test_the_export_is_found_under_a_folder_named_after_the_snapshot(
+    env: LocalEnvironment, standin: ServerlessCacheStandIn
+) -> None:
+    # AWS does not document the exported object names; any .rdb under the snapshot name is taken
+    standin.export_key = folder_export_key
+
+    run = run_backup(env, REQUEST)
+
+    assert run.status == "SUCCEEDED", (run.error, run.cause[:500])
+    manifest = env.services().store.load_manifest(sets(env, "redis")[0])
+    assert manifest.components["redis"]["shards"][0]["size"] == len(
+        standin.snapshots[snapshot_name(run.output["backup_id"])].rdb
+    )
+    assert root_exports(env) == []
+
+
+def test_a_corrupted_export_fails_the_backup_and_its_plaintext_is_removed(
+    env: LocalEnvironment, standin: ServerlessCacheStandIn
+) -> None:
+    before = [ref.backup_id for ref in sets(env, "redis")]
+    standin.corrupt_exports = True
+
+    run = run_backup(env, REQUEST)
+
+    assert run.status == "FAILED" and run.cause.startswith("InvalidRdbError: "), run.cause
+    assert [ref.backup_id for ref in sets(env, "redis")] == before
+    backup_id = run.task_output("Begin backup")["pending"]["backup_id"]
+    assert set_objects(env, "redis", backup_id) == []
+    assert root_exports(env) == []  # not left for the lifecycle rule
+    assert env.metrics.values("BackupFailed", "redis") == [1]
+    assert held_locks(env) == {}
+
+
+def test_a_failed_serverless_snapshot_fails_the_backup(
+    env: LocalEnvironment, standin: ServerlessCacheStandIn
+) -> None:
+    standin.snapshot_outcome = "failed"
+
+    run = run_backup(env, REQUEST)
+
+    assert run.status == "FAILED"
+    assert run.entered[-4:] == [
+        "Serverless snapshot available?",
+        "Snapshot failed",
+        "Record backup failure",
+        "Backup failed",
+    ]
+    assert run.cause == "SnapshotFailed: ElastiCache reported the snapshot as failed"
+    assert not any(call[0] == "export_snapshot" for call in standin.calls)
+    assert held_locks(env) == {}
+
+
+def test_an_export_that_never_arrives_fails_with_a_pointer_to_the_bucket_policy(
+    env: LocalEnvironment, standin: ServerlessCacheStandIn
+) -> None:
+    # Given an export that "finishes" without writing a file, and a clock that reaches the limit
+    standin.lose_exports = True
+    offset = {"seconds": 0.0}
+    install_services(env, serverless_services(standin, clock=lambda: time.time() + offset["seconds"]))
+
+    def later_at_ingest(folder: str, payload: dict[str, Any]) -> None:
+        if folder == "ingest_snapshot" and len(standin.calls) > 4:
+            offset["seconds"] = SERVERLESS_EXPORT_TIMEOUT_SECONDS + 60
+
+    env.runner.before_invoke = later_at_ingest
+
+    run = run_backup(env, REQUEST)
+
+    assert run.status == "FAILED", run.entered
+    assert run.cause.startswith("SnapshotExportError: no .rdb file named servalsheets-backup-"), run.cause
+    assert "ElastiCacheServerlessExportObjects" in run.cause
+    assert held_locks(env) == {}
+
+
+def test_finalize_prunes_own_serverless_snapshots_past_the_retention_only(
+    env: LocalEnvironment, standin: ServerlessCacheStandIn
+) -> None:
+    old = datetime.now(UTC) - timedelta(days=30)
+    standin.add_snapshot(SERVERLESS_CACHE, "servalsheets-backup-20261001t000000z-00000001", old)
+    standin.add_snapshot(SERVERLESS_CACHE, "servalsheets-backup-20261002t000000z-00000002", old)
+    standin.add_snapshot(SERVERLESS_CACHE, "operator-manual-snapshot", old)  # not ours
+    standin.add_snapshot(SERVERLESS_CACHE, "servalsheets-backup-20261124t000000z-00000003", datetime.now(UTC))
+
+    run = run_backup(env, REQUEST)
+
+    assert run.status == "SUCCEEDED", (run.error, run.cause[:500])
+    assert sorted(run.output["snapshots_pruned"]) == [
+        "servalsheets-backup-20261001t000000z-00000001",
+        "servalsheets-backup-20261002t000000z-00000002",
+    ]
+    assert sorted(standin.snapshots) == sorted(
+        [
+            "operator-manual-snapshot",
+            "servalsheets-backup-20261124t000000z-00000003",
+            snapshot_name(run.output["backup_id"]),
+        ]
+    )
+
+
+@pytest.mark.parametrize("fail_after", [None, "verify"], ids=["seeded", "rolled-back"])
+def test_serverless_backup_restores_into_a_new_serverless_cache(
+    env: LocalEnvironment, standin: ServerlessCacheStandIn, fail_after: str | None
+) -> None:
+    # Given a serverless backup of the seeded cache, and the live REDIS_URL secret
+    backup = run_backup(env, REQUEST)
+    assert backup.status == "SUCCEEDED", (backup.error, backup.cause[:500])
+    expected = redis_snapshot(env.production.url)
+    taken_at = time.monotonic()
+    manager = env.client("secretsmanager")
+    live_url = manager.get_secret_value(SecretId=REDIS_SECRET)["SecretString"]
+    new_cache = f"servalsheets-restored-{fail_after or 'ok'}"
+    try:
+        # When it is restored into a new serverless cache, pointing REDIS_URL at it
+        target = {"new_serverless_cache_name": new_cache, "update_redis_url_secret": True}
+        request = {
+            "backup": backup.output["backup_id"],
+            "kinds": ["redis"],
+            "target": target,
+            "poll_seconds": 0,
+        }
+        run = run_restore(env, **request, **({"fail_after": fail_after} if fail_after else {}))
+
+        # Then the cache was created from the staged seed, shaped like the running cache
+        creates = [args for method, args in standin.calls if method == "create_cache"]
+        assert len(creates) == 1 and creates[0][0] == new_cache and creates[0][2] == SERVERLESS_CACHE
+        assert creates[0][1][0].startswith(
+            f"arn:aws:s3:::{env.services().store.bucket}/{STAGING_PREFIX}restore/"
+        )
+        assert "Wait for new cache" in run.entered
+        assert redis_differences(env.production.url, expected, since=taken_at) == []  # untouched
+        store = env.services().store
+        left = store.s3.list_objects_v2(Bucket=store.bucket, Prefix=STAGING_PREFIX + "restore/")
+        assert left.get("KeyCount", 0) == 0  # plaintext seeds removed
+        if fail_after is None:
+            assert run.status == "SUCCEEDED", (run.error, run.cause[:500])
+            results = run.output["results"]["redis"]
+            assert results["serverless_cache_name"] == new_cache
+            # ... the new cache really holds every backed-up key, with its payload and TTL
+            restored = standin.server(new_cache)
+            assert redis_differences(restored.url, expected, since=taken_at) == []
+            url = manager.get_secret_value(SecretId=REDIS_SECRET)["SecretString"]
+            assert "rediss://" in url and f"127.0.0.1:{restored.port}" in url  # serverless is TLS-only
+        else:
+            # ... and a failure afterwards deletes the new cache and moves the secret back
+            assert run.status == "FAILED" and run.error == "InjectedFault", run.cause[:500]
+            assert "Roll back" in run.entered
+            assert new_cache not in standin.caches
+            assert manager.get_secret_value(SecretId=REDIS_SECRET)["SecretString"] == live_url
+        assert held_locks(env) == {}
+    finally:
+        manager.put_secret_value(SecretId=REDIS_SECRET, SecretString=live_url)
