@@ -210,3 +210,31 @@ def test_elasticache_backup_restores_into_a_new_replication_group(
         assert held_locks(env) == {}
     finally:
         manager.put_secret_value(SecretId=REDIS_SECRET, SecretString=live_url)
+
+
+def test_the_cli_backup_takes_the_same_snapshot_path_in_process(
+    env: LocalEnvironment, seeded: SeededState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from servalsheets_backup.backup import run_backup as run_backup_in_process
+    from servalsheets_backup.services import Services
+    from servalsheets_backup.settings import Settings
+
+    # Given a snapshot that is still creating at first, and the operator's environment variables
+    SnapshotLifecycle(status="creating", polls_until_available=2).install(monkeypatch)
+    exporter = RdbExporter(env.production)
+    settings = Settings.from_env({**os.environ, **env.function_env("FinalizeBackupFunction")})
+    services = Services(settings, env.metrics, snapshot_exporter=exporter)
+
+    # When `servalsheets-backup backup redis` runs in this process
+    result = run_backup_in_process(services, "redis", owner="cli:test", trigger="cli", poll_seconds=0)
+
+    # Then the group's snapshot was exported and its real RDB is in the set
+    assert exporter.exports == [snapshot_name(result.backup_id)]
+    ref = next(ref for ref in sets(env, "redis") if ref.backup_id == result.backup_id)
+    store = env.services().store
+    manifest = store.load_manifest(ref)
+    assert b"".join(store.read_object(ref, manifest.objects[0])) == exporter.rdb
+    assert manifest.components["redis"]["replication_group_id"] == REPLICATION_GROUP
+    assert staged(env) == [] and held_locks(env) == {}

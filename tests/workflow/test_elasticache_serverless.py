@@ -9,6 +9,7 @@ SnapshotArnsToRestore is a new redis-server loading the staged RDB, so the resto
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,10 +18,17 @@ from typing import Any
 import pytest
 
 from servalsheets_backup.adapters.elasticache import SNAPSHOT_PREFIX, snapshot_name
+from servalsheets_backup.backup import run_backup as run_backup_in_process
 from servalsheets_backup.component_redis import SERVERLESS_EXPORT_TIMEOUT_SECONDS, STAGING_PREFIX
+from servalsheets_backup.services import Services
+from servalsheets_backup.settings import Settings
 from servalsheets_backup.testing.environment import REDIS_SECRET, LocalEnvironment, start_environment
 from servalsheets_backup.testing.servalsheets_state import SeededState, redis_snapshot
-from servalsheets_backup.testing.serverless_standin import ServerlessCacheStandIn, folder_export_key
+from servalsheets_backup.testing.serverless_standin import (
+    ServerlessCacheNotFoundFault,
+    ServerlessCacheStandIn,
+    folder_export_key,
+)
 
 from .support import (
     SERVERLESS_CACHE,
@@ -133,7 +141,8 @@ def test_the_export_is_found_under_a_folder_named_after_the_snapshot(
     run = run_backup(env, REQUEST)
 
     assert run.status == "SUCCEEDED", (run.error, run.cause[:500])
-    manifest = env.services().store.load_manifest(sets(env, "redis")[0])
+    ref = next(ref for ref in sets(env, "redis") if ref.backup_id == run.output["backup_id"])
+    manifest = env.services().store.load_manifest(ref)
     assert manifest.components["redis"]["shards"][0]["size"] == len(
         standin.snapshots[snapshot_name(run.output["backup_id"])].rdb
     )
@@ -275,3 +284,38 @@ def test_serverless_backup_restores_into_a_new_serverless_cache(
         assert held_locks(env) == {}
     finally:
         manager.put_secret_value(SecretId=REDIS_SECRET, SecretString=live_url)
+
+
+def test_the_cli_backup_takes_the_same_snapshot_path_in_process(
+    env: LocalEnvironment, standin: ServerlessCacheStandIn
+) -> None:
+    # Given the settings an operator's shell has (the functions' environment variables)
+    settings = Settings.from_env({**os.environ, **env.function_env("FinalizeBackupFunction")})
+    services = Services(settings, env.metrics, serverless_caches=standin)
+
+    # When `servalsheets-backup backup redis` runs (in this process, no state machine)
+    result = run_backup_in_process(services, "redis", owner="cli:test", trigger="cli", poll_seconds=0)
+
+    # Then it snapshotted, waited, exported, ingested the settled export and finalized
+    name = snapshot_name(result.backup_id)
+    methods = [method for method, _ in standin.calls]
+    assert methods[0] == "create_snapshot" and methods.count("export_snapshot") == 1
+    assert methods[-1] == "list_own_snapshots"  # pruning ran after the set completed
+    ref = next(ref for ref in sets(env, "redis") if ref.backup_id == result.backup_id)
+    store = env.services().store
+    manifest = store.load_manifest(ref)
+    assert b"".join(store.read_object(ref, manifest.objects[0])) == standin.snapshots[name].rdb
+    assert manifest.source["redis_mode"] == "elasticache" and root_exports(env) == []
+    assert held_locks(env) == {}
+
+
+def test_a_failed_prune_does_not_fail_a_complete_backup(
+    env: LocalEnvironment, standin: ServerlessCacheStandIn
+) -> None:
+    standin.faults["list_own_snapshots"] = [ServerlessCacheNotFoundFault("listing refused")]
+
+    run = run_backup(env, REQUEST)
+
+    assert run.status == "SUCCEEDED", (run.error, run.cause[:500])
+    assert run.output["snapshots_pruned"] == []
+    assert ("list_own_snapshots", (SERVERLESS_CACHE,)) in standin.calls  # it was tried

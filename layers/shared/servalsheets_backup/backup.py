@@ -320,18 +320,28 @@ def run_backup(
     owner: str,
     label: str | None = None,
     trigger: str | None = None,
+    poll_seconds: float = 15.0,
 ) -> BackupResult:
-    """Make one complete backup set of ``kind`` in this process (CLI and standalone Lambdas)."""
+    """Make one complete backup set of ``kind`` in this process (the CLI).
+
+    In ElastiCache mode the redis component is the state machine's snapshot, export and ingest
+    path run here, polling every ``poll_seconds``.
+    """
     pending = begin(services, kind, owner=owner, label=label, trigger=trigger)
     try:
-        from .component_redis import with_retries
+        from . import component_redis
 
         for component in pending.wants:
+            if component == "redis" and services.settings.redis_mode == "elasticache":
+                component_redis.add_snapshot_in_process(services, pending, poll_seconds)
+                continue
             # Transient Redis errors are retried with back-off, as the state machine does.
-            with_retries(lambda c=component: add_component(services, pending, c))
+            component_redis.with_retries(lambda c=component: add_component(services, pending, c))
             while component == "redis" and not pending.redis_done:
-                with_retries(lambda: add_component(services, pending, "redis"))
-        return finalize(services, pending)
+                component_redis.with_retries(lambda: add_component(services, pending, "redis"))
+        result = finalize(services, pending)
+        component_redis.prune_after(services, pending)
+        return result
     except BaseException as exc:
         fail(services, pending, kind, _describe(exc))
         raise

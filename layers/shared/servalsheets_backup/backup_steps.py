@@ -126,10 +126,7 @@ def finalize(services: Services, event: dict[str, Any]) -> dict[str, Any]:
     """Write the manifest and report the result; prune old snapshots in ElastiCache mode."""
     pending = _pending(event)
     result = backup.finalize(services, pending)
-    pruned: list[str] = []
-    if pending.components.get("redis", {}).get("mode") == "elasticache":
-        pruned = component_redis.prune_snapshots(services, keep=str(pending.source.get("snapshot_name", "")))
-    return {**result.to_dict(), "snapshots_pruned": pruned}
+    return {**result.to_dict(), "snapshots_pruned": component_redis.prune_after(services, pending)}
 
 
 def fail(services: Services, event: dict[str, Any], owner: str) -> dict[str, Any]:

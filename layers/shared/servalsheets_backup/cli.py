@@ -137,6 +137,12 @@ def _decrypt_args(command: argparse.ArgumentParser) -> None:
 def _backup_args(command: argparse.ArgumentParser) -> None:
     command.add_argument("kind", choices=KINDS, help="what to back up")
     command.add_argument("--label", help="release label (required for pre-deploy)")
+    command.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=15.0,
+        help="REDIS_MODE=elasticache: how often to check the snapshot and its export (default 15)",
+    )
 
 
 def _keygen_args(command: argparse.ArgumentParser) -> None:
@@ -336,8 +342,12 @@ def cmd_backup(args: argparse.Namespace, out: Output) -> int:
     """Run one backup now."""
     from .backup import run_backup
 
+    if args.poll_seconds < 0:
+        raise InvalidInputError("--poll-seconds must be 0 or more")
     owner = f"cli:{os.environ.get('USER', 'operator')}@{os.getpid()}"
-    result = run_backup(_services(), args.kind, owner=owner, label=args.label, trigger="cli")
+    result = run_backup(
+        _services(), args.kind, owner=owner, label=args.label, trigger="cli", poll_seconds=args.poll_seconds
+    )
     data = result.to_dict()
     summary = f"{result.kind} backup {result.backup_id}: {result.size_bytes} bytes"
     out.emit(data, lambda: out.line(f"{summary} in {result.duration_seconds:.1f}s"))

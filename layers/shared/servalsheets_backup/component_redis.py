@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from .backup import PendingSet
+from .backup import PendingSet, lock_name
 from .errors import ConfigurationError, InvalidRdbError, SnapshotExportError, TransientError
 from .services import Services
 
@@ -286,19 +286,28 @@ def _ingest_one(services: Services, pending: PendingSet, key: str, index: int) -
     }
 
 
-def prune_snapshots(services: Services, keep: str) -> list[str]:
-    """Delete this system's snapshots older than the redis retention; never ``keep`` or the newest."""
-    from datetime import UTC, datetime, timedelta
-
+def _snapshot_source(services: Services) -> tuple[Any, str]:
+    """(snapshot adapter, cache or group name) for the configured ElastiCache source."""
     from .adapters.elasticache import NodeSnapshots
 
     settings = services.settings
     if settings.serverless_cache_name:
-        snapshots, source = services.serverless(), settings.serverless_cache_name
-    elif settings.replication_group_id:
-        snapshots, source = NodeSnapshots(services.client("elasticache")), settings.replication_group_id
-    else:
+        return services.serverless(), settings.serverless_cache_name
+    if settings.replication_group_id:
+        return NodeSnapshots(services.client("elasticache")), settings.replication_group_id
+    raise ConfigurationError(
+        "REDIS_MODE=elasticache needs ELASTICACHE_REPLICATION_GROUP_ID or ELASTICACHE_SERVERLESS_CACHE_NAME"
+    )
+
+
+def prune_snapshots(services: Services, keep: str) -> list[str]:
+    """Delete this system's snapshots older than the redis retention; never ``keep`` or the newest."""
+    from datetime import UTC, datetime, timedelta
+
+    settings = services.settings
+    if not (settings.serverless_cache_name or settings.replication_group_id):
         return []
+    snapshots, source = _snapshot_source(services)
     cutoff = datetime.now(UTC) - timedelta(days=settings.redis_retention_days)
     deleted = []
     for info in snapshots.list_own_snapshots(source)[1:]:
@@ -306,3 +315,45 @@ def prune_snapshots(services: Services, keep: str) -> list[str]:
             snapshots.delete_snapshot(info.name)
             deleted.append(info.name)
     return deleted
+
+
+def prune_after(services: Services, pending: PendingSet) -> list[str]:
+    """After an ElastiCache-mode set completed: prune old snapshots, keeping the one it used."""
+    if pending.components.get("redis", {}).get("mode") != "elasticache":
+        return []
+    try:
+        return prune_snapshots(services, keep=str(pending.source.get("snapshot_name", "")))
+    except Exception as exc:  # housekeeping: the set is complete; the next backup prunes again
+        from .adapters.aws import describe_aws_error
+
+        logger.warning(
+            "snapshot pruning failed", extra={"error": describe_aws_error(exc) or type(exc).__name__}
+        )
+        return []
+
+
+def add_snapshot_in_process(
+    services: Services, pending: PendingSet, poll_seconds: float, sleep: Any = time.sleep
+) -> PendingSet:
+    """The state machine's ElastiCache path in one process (the CLI): snapshot, wait, export, ingest.
+
+    Polls every ``poll_seconds`` and renews the backup lock at each poll, as the state machine does.
+    """
+    from .adapters.elasticache import snapshot_name
+
+    snapshots, source = _snapshot_source(services)
+    name = snapshot_name(pending.backup_id)
+    status = snapshots.create_snapshot(source, name)
+    while status != "available":
+        if "fail" in status:
+            raise SnapshotExportError(f"ElastiCache reported snapshot {name} as {status}")
+        sleep(poll_seconds)
+        services.state.acquire(lock_name(pending.kind), pending.owner)
+        status = snapshots.snapshot_status(name)
+    start_export(services, pending, name)
+    while True:
+        pending, done = ingest_exports(services, pending)
+        if done:
+            return pending
+        sleep(poll_seconds)
+        services.state.acquire(lock_name(pending.kind), pending.owner)

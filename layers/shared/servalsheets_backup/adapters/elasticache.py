@@ -64,6 +64,18 @@ class NodeSnapshots:
     def __init__(self, elasticache: Any) -> None:
         self._elasticache = elasticache
 
+    def create_snapshot(self, replication_group_id: str, snapshot_name: str) -> str:
+        """CreateSnapshot of the whole group (the state machine does this through aws-sdk)."""
+        response = self._elasticache.create_snapshot(
+            ReplicationGroupId=replication_group_id, SnapshotName=snapshot_name
+        )
+        return str(response["Snapshot"].get("SnapshotStatus", ""))
+
+    def snapshot_status(self, snapshot_name: str) -> str:
+        """DescribeSnapshots for one snapshot."""
+        snapshots = self._elasticache.describe_snapshots(SnapshotName=snapshot_name).get("Snapshots") or [{}]
+        return str(snapshots[0].get("SnapshotStatus", ""))
+
     def list_own_snapshots(self, replication_group_id: str) -> list[SnapshotInfo]:
         """Manual snapshots of the group that this system created, newest first."""
         found: list[SnapshotInfo] = []
