@@ -247,7 +247,7 @@ PENDING_STEPS = (
     "export_snapshot",
     "finalize_backup",
     "ingest_snapshot",
-    "serverless_snapshot",
+    "snapshot",
 )
 JOB_STEPS = (
     "finish_restore",

@@ -52,7 +52,7 @@ FUNCTION_FOLDERS = {
     "BackupConfigFunction": "backup_config",
     "BackupTokensFunction": "backup_tokens",
     "DumpRedisFunction": "dump_redis",
-    "ServerlessSnapshotFunction": "serverless_snapshot",
+    "SnapshotFunction": "snapshot",
     "ExportSnapshotFunction": "export_snapshot",
     "IngestSnapshotFunction": "ingest_snapshot",
     "FinalizeBackupFunction": "finalize_backup",

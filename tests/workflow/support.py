@@ -328,7 +328,7 @@ def invocation_key(folder: str, payload: dict[str, Any]) -> str:
     """Which state an invocation serves: the function folder, told apart where one serves several."""
     if folder == "finish_restore":
         return f"{folder}:{payload.get('outcome')}"
-    if folder == "serverless_snapshot":
+    if folder == "snapshot":
         return f"{folder}:{payload.get('action')}"
     if folder == "set_maintenance":
         after_rollback = "rollback" in (payload.get("job") or {})

@@ -130,8 +130,7 @@ def _elasticache_runs(env: LocalEnvironment, runs: dict[str, Run]) -> None:
     with pytest.MonkeyPatch.context() as patch:
         life = SnapshotLifecycle(status="creating", polls_until_available=1).install(patch)
 
-        # Happy path: DescribeSnapshots fails once (States.TaskFailed retrier), every Lambda once
-        life.describe_errors = [elasticache_fault("InvalidParameterValue")]
+        # Happy path: every Lambda fails once first (TransientError)
         exporter = RdbExporter(env.production, delay=1)
         install_services(env, elasticache_services(exporter))
         env.runner.before_invoke = chain(TransientOnce(), exporter.before_invoke)
@@ -155,8 +154,8 @@ def _elasticache_runs(env: LocalEnvironment, runs: dict[str, Run]) -> None:
         life.create_errors = [elasticache_fault("ReplicationGroupNotFoundFault")]
         expect(run_backup(env, EC_REQUEST), "FAILED", "Backup failed")
 
-        # DescribeSnapshots keeps failing: retries exhausted -> Catch
-        life.describe_errors = [elasticache_fault("InvalidParameterValue") for _ in range(4)]
+        # DescribeSnapshots refused while polling -> Catch
+        life.describe_errors = [elasticache_fault("InvalidParameterValue")]
         expect(run_backup(env, EC_REQUEST), "FAILED", "Backup failed")
         life.describe_errors = []
 
@@ -267,8 +266,12 @@ def test_every_lambda_retry_recovered_from_a_transient_error(exercised: dict[str
 
 def test_create_snapshot_retries_a_quota_fault(exercised: dict[str, Any]) -> None:
     run: Run = exercised["runs"]["quota"]
-    failures = [e["taskFailedEventDetails"]["error"] for e in run.events if "taskFailedEventDetails" in e]
-    assert failures == ["elasticache.SnapshotQuotaExceededFaultException"]
+    failures = [
+        e["lambdaFunctionFailedEventDetails"]["error"]
+        for e in run.events
+        if "lambdaFunctionFailedEventDetails" in e
+    ]
+    assert failures == ["SnapshotQuotaExceededFault"]  # botocore's class for the error code
 
     assert run.status == "SUCCEEDED", run.entered
     assert run.entered.count("Create ElastiCache snapshot") == 1
@@ -284,4 +287,4 @@ def test_create_serverless_snapshot_retries_a_busy_cache(exercised: dict[str, An
     assert failures == ["InvalidServerlessCacheStateFault"]
 
     assert run.status == "SUCCEEDED", run.entered
-    assert run.entered.count("Create serverless snapshot") == 1
+    assert run.entered.count("Create ElastiCache snapshot") == 1

@@ -95,7 +95,11 @@ def test_snapshot_is_exported_validated_and_ingested(
     assert run.entered == EXPECTED_PATH
     backup_id = run.output["backup_id"]
     created = run.task_input("Create ElastiCache snapshot")
-    assert created == {"ReplicationGroupId": REPLICATION_GROUP, "SnapshotName": snapshot_name(backup_id)}
+    assert (created["action"], created["snapshot_name"]) == ("create", snapshot_name(backup_id))
+    [snapshot] = env.client("elasticache").describe_snapshots(SnapshotName=snapshot_name(backup_id))[
+        "Snapshots"
+    ]
+    assert snapshot["ReplicationGroupId"] == REPLICATION_GROUP
     assert exporter.exports == [snapshot_name(backup_id)]
 
     # ... and the set holds the exporter's real RDB, encrypted, byte for byte
@@ -139,8 +143,10 @@ def test_begin_backup_plans_the_configured_replication_group(
 
     run = run_backup(env, REQUEST)
 
-    assert run.task_input("Create ElastiCache snapshot")["ReplicationGroupId"] == REPLICATION_GROUP
     assert run.status == "SUCCEEDED", (run.error, run.cause[:300])
+    name = snapshot_name(run.output["backup_id"])
+    [snapshot] = env.client("elasticache").describe_snapshots(SnapshotName=name)["Snapshots"]
+    assert snapshot["ReplicationGroupId"] == REPLICATION_GROUP
 
 
 def elasticache_backup(env: LocalEnvironment, exporter: RdbExporter) -> str:

@@ -46,18 +46,14 @@ from .support import (
 pytestmark = pytest.mark.workflow
 
 REQUEST = {"kind": "redis", "trigger": "schedule", "poll_seconds": 0}
-SNAPSHOT_STATES = [
-    "Wait for serverless snapshot",
-    "Check serverless snapshot",
-    "Serverless snapshot available?",
-]
+SNAPSHOT_STATES = ["Wait for snapshot", "Check snapshot status", "Snapshot available?"]
 INGEST_STATES = ["Wait for export", "Ingest exported RDB files", "Export ingested?"]
 EXPECTED_PATH = [
     "Begin backup",
     "Include configuration?",
     "Include token store?",
     "Include Redis?",
-    "Create serverless snapshot",
+    "Create ElastiCache snapshot",
     *SNAPSHOT_STATES,  # still creating: wait and poll again
     *SNAPSHOT_STATES,
     "Export snapshot",
@@ -175,7 +171,7 @@ def test_a_failed_serverless_snapshot_fails_the_backup(
 
     assert run.status == "FAILED"
     assert run.entered[-4:] == [
-        "Serverless snapshot available?",
+        "Snapshot available?",
         "Snapshot failed",
         "Record backup failure",
         "Backup failed",

@@ -95,19 +95,19 @@ def _snapshot_name(event: dict[str, Any], step: str) -> str:
     return name
 
 
-SERVERLESS_ACTIONS = ("create", "check")
+SNAPSHOT_ACTIONS = ("create", "check")
 
 
-def serverless_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
-    """Create (``action: create``) or poll (``action: check``) the serverless cache snapshot."""
+def snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
+    """Create (``action: create``) or poll (``action: check``) the ElastiCache snapshot."""
     action = event.get("action")
-    if action not in SERVERLESS_ACTIONS:
-        raise InvalidInputError(f"serverless_snapshot needs 'action': one of {', '.join(SERVERLESS_ACTIONS)}")
-    name = _snapshot_name(event, "serverless_snapshot")
+    if action not in SNAPSHOT_ACTIONS:
+        raise InvalidInputError(f"the snapshot step needs 'action': one of {', '.join(SNAPSHOT_ACTIONS)}")
+    name = _snapshot_name(event, "the snapshot step")
     _pending(event, services)  # the backup lock is renewed on every poll
     if action == "create":
-        return {"status": component_redis.create_serverless_snapshot(services, name)}
-    return {"status": component_redis.serverless_snapshot_status(services, name)}
+        return {"status": component_redis.create_snapshot(services, name)}
+    return {"status": component_redis.snapshot_status(services, name)}
 
 
 def export_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:

@@ -120,24 +120,16 @@ def _exporter(services: Services) -> Any:
     return AwsSnapshotExporter(services.client("elasticache"))
 
 
-def _serverless_cache(services: Services) -> str:
-    name = services.settings.serverless_cache_name
-    if not name:
-        raise ConfigurationError(
-            "this step snapshots an ElastiCache Serverless cache: set ELASTICACHE_SERVERLESS_CACHE_NAME "
-            "(template Parameter ElastiCacheServerlessCacheName)"
-        )
-    return name
+def create_snapshot(services: Services, snapshot: str) -> str:
+    """Start a manual snapshot of the configured serverless cache or replication group; its status."""
+    snapshots, source = _snapshot_source(services)
+    return str(snapshots.create_snapshot(source, snapshot))
 
 
-def create_serverless_snapshot(services: Services, snapshot: str) -> str:
-    """Start a manual snapshot of the configured serverless cache; its status."""
-    return str(services.serverless().create_snapshot(_serverless_cache(services), snapshot))
-
-
-def serverless_snapshot_status(services: Services, snapshot: str) -> str:
-    """The status of a serverless snapshot (the state machine polls it)."""
-    return str(services.serverless().snapshot_status(snapshot))
+def snapshot_status(services: Services, snapshot: str) -> str:
+    """The status of one of this system's snapshots (the state machine polls it)."""
+    snapshots, _source = _snapshot_source(services)
+    return str(snapshots.snapshot_status(snapshot))
 
 
 def expected_shards(services: Services) -> int:
@@ -198,7 +190,7 @@ def _export_complete(services: Services, pending: PendingSet, found: dict[str, i
     if not export.get("settle"):
         return len(found) >= int(pending.source.get("expected_shards", 1))
     snapshot = str(pending.source.get("snapshot_name", ""))
-    status = serverless_snapshot_status(services, snapshot)
+    status = snapshot_status(services, snapshot)
     if "fail" in status:
         raise SnapshotExportError(f"ElastiCache reports serverless snapshot {snapshot} as {status}")
     if not found:
@@ -341,15 +333,14 @@ def add_snapshot_in_process(
     """
     from .adapters.elasticache import snapshot_name
 
-    snapshots, source = _snapshot_source(services)
     name = snapshot_name(pending.backup_id)
-    status = snapshots.create_snapshot(source, name)
+    status = create_snapshot(services, name)
     while status != "available":
         if "fail" in status:
             raise SnapshotExportError(f"ElastiCache reported snapshot {name} as {status}")
         sleep(poll_seconds)
         services.state.acquire(lock_name(pending.kind), pending.owner)
-        status = snapshots.snapshot_status(name)
+        status = snapshot_status(services, name)
     start_export(services, pending, name)
     while True:
         pending, done = ingest_exports(services, pending)

@@ -1,4 +1,4 @@
-"""Create or poll the manual snapshot of the ElastiCache Serverless cache (serverless mode)."""
+"""Create or poll the manual snapshot of the ElastiCache replication group or serverless cache."""
 
 from typing import Any
 
@@ -10,4 +10,4 @@ from servalsheets_backup.handler_support import logger, require_object, services
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Return ``{"status": ...}``; the state machine waits and polls until it is ``available``."""
-    return backup_steps.serverless_snapshot(services(), require_object(event))
+    return backup_steps.snapshot(services(), require_object(event))
