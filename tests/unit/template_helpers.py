@@ -143,7 +143,12 @@ def identity_policies(template: Template) -> Iterator[tuple[str, dict[str, Any]]
 def role_statements(template: Template, role_id: str) -> list[dict[str, Any]]:
     """Every statement a role gets: inline policies and the customer managed policies it attaches."""
     role = template["Resources"][role_id]["Properties"]
-    found = [s for policy in role.get("Policies", []) for s in statements(policy["PolicyDocument"])]
+    found = [
+        s
+        for conditional in role.get("Policies", [])
+        for policy in branches(conditional)
+        for s in statements(policy["PolicyDocument"])
+    ]
     for attached in role.get("ManagedPolicyArns", []):
         for arn in branches(attached):
             if isinstance(arn, dict) and "Ref" in arn:

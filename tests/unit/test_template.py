@@ -923,3 +923,46 @@ def test_outputs_name_every_arn_and_name_a_user_needs(source: dict[str, Any]) ->
         target = value.get("Ref") or (value.get("Fn::GetAtt") or [None])[0]
         if target is not None:
             assert target in source["Resources"], name
+
+
+# Every ElastiCache call the code makes, by the function that makes it (adapters/elasticache.py,
+# component_redis.py, component_redis_restore.py); both modes, because one stack may use either.
+ELASTICACHE_CALLS = {
+    "SnapshotFunction": {
+        "CreateSnapshot",
+        "DescribeSnapshots",
+        "CreateServerlessCacheSnapshot",
+        "DescribeServerlessCacheSnapshots",
+        "AddTagsToResource",
+    },
+    "ExportSnapshotFunction": {"CopySnapshot", "DescribeReplicationGroups", "ExportServerlessCacheSnapshot"},
+    "IngestSnapshotFunction": {"DescribeServerlessCacheSnapshots"},
+    "FinalizeBackupFunction": {
+        "DescribeSnapshots",
+        "DeleteSnapshot",
+        "DescribeServerlessCacheSnapshots",
+        "DeleteServerlessCacheSnapshot",
+    },
+    "RestoreRedisFunction": {
+        "CreateReplicationGroup",
+        "DescribeReplicationGroups",
+        "CreateServerlessCache",
+        "DescribeServerlessCaches",
+        "AddTagsToResource",
+    },
+    "VerifyRestoreFunction": {"DescribeReplicationGroups", "DescribeServerlessCaches"},
+    "RollbackRestoreFunction": {"DeleteReplicationGroup", "DeleteServerlessCache"},
+}
+
+
+@pytest.mark.parametrize("function", sorted(ELASTICACHE_CALLS))
+def test_each_function_may_make_the_elasticache_calls_its_code_makes(
+    translated: dict[str, Any], function: str
+) -> None:
+    granted = role_statements(translated, f"{function}Role")
+    missing = [
+        call
+        for call in sorted(ELASTICACHE_CALLS[function])
+        if not any(statement_grants(statement, f"elasticache:{call}") for statement in granted)
+    ]
+    assert missing == [], f"{function} lacks {missing}"
