@@ -25,6 +25,9 @@ def _assert_nothing_left(environment: dict[str, object]) -> None:
         assert not pid_alive(int(pid)), f"redis-server {pid} still running"
     for name in ("redis_production_port", "redis_target_port", "moto_port", "application_stand_in_port"):
         assert not _listening(int(environment[name])), f"{name} still listening"  # type: ignore[arg-type]
+    if "restored_cache_pid" in environment:  # the serverless stand-in's new cache
+        assert not pid_alive(int(environment["restored_cache_pid"]))  # type: ignore[arg-type]
+        assert not _listening(int(environment["restored_cache_port"]))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -38,6 +41,10 @@ def test_every_scenario_passes_and_cleans_up(scenario: str) -> None:
     if scenario in ("full-restore", "oauth-only"):
         assert data["rpo_seconds"] is not None and data["rpo_seconds"] >= 0
         assert any(step["state"] == "Take safety backup" for step in data["steps"])
+    if scenario == "elasticache-serverless":
+        assert (
+            data["environment"]["restored_cache_pid"] and data["environment"]["wait_states_capped_to_seconds"]
+        )
     _assert_nothing_left(data["environment"])
 
 

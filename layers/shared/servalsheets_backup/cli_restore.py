@@ -17,7 +17,14 @@ from .manifest import COMPONENT_KINDS, KINDS
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Any], int]] = {}
 # The drill needs the development dependencies (moto, PyYAML): import it only when it runs.
-DRILL_SCENARIOS = ("full-restore", "oauth-only", "wrong-token-key", "corrupted-backup", "rollback")
+DRILL_SCENARIOS = (
+    "full-restore",
+    "oauth-only",
+    "wrong-token-key",
+    "corrupted-backup",
+    "rollback",
+    "elasticache-serverless",
+)
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 

@@ -3,7 +3,10 @@
 It starts moto (AWS), two real redis-servers and an application stand-in on 127.0.0.1, deploys
 template.yaml, seeds realistic ServalSheets state, fires every backup schedule as EventBridge
 would, simulates a disaster, restores through the restore state machine, verifies, and reports.
-Scenarios exercise the runbook's other restore cases. Everything started is stopped by pid.
+Scenarios exercise the runbook's other restore cases; ``elasticache-serverless`` deploys with
+RedisMode=elasticache and an ElastiCache Serverless cache, played by a stand-in (moto has none)
+whose caches are real redis-servers and whose snapshots are real RDB files. Everything started is
+stopped by pid.
 """
 
 from __future__ import annotations
@@ -19,8 +22,15 @@ import redis
 
 from .cli_restore import DRILL_SCENARIOS
 from .redis_logical import OAUTH_KEY_PATTERNS, compile_patterns, same_value
-from .testing.environment import ENV_SECRET, TOKEN_KEY_SECRET, LocalEnvironment, start_environment
+from .testing.environment import (
+    ENV_SECRET,
+    REDIS_SECRET,
+    TOKEN_KEY_SECRET,
+    LocalEnvironment,
+    start_environment,
+)
 from .testing.servalsheets_state import SeededState, redis_snapshot, seed_state
+from .testing.serverless_standin import ServerlessCacheStandIn
 
 SCENARIOS = DRILL_SCENARIOS
 BACKUP_SCHEDULES = {
@@ -29,6 +39,17 @@ BACKUP_SCHEDULES = {
     "redis": "BackupStateMachineRedisSchedule",
 }
 TTL_TOLERANCE_MS = 5000
+SERVERLESS_CACHE = "servalsheets-drill"
+RESTORED_CACHE = "servalsheets-drill-restored"
+# Stack parameters a scenario deploys with, on top of the drill's defaults.
+SCENARIO_PARAMETERS = {
+    "elasticache-serverless": {
+        "RedisMode": "elasticache",
+        "ElastiCacheServerlessCacheName": SERVERLESS_CACHE,
+    },
+}
+# The stand-in finishes snapshots and exports at once; the schedules' 30 s polls need not be real.
+STAND_IN_WAIT_SECONDS = 0.2
 
 
 @dataclass
@@ -78,6 +99,7 @@ class ScenarioRun:
     seeded: SeededState
     report: DrillReport
     say: Callable[[str], None]
+    serverless: ServerlessCacheStandIn | None = None
 
 
 def run_drill(
@@ -93,21 +115,50 @@ def run_drill(
     report = DrillReport(scenario, keys)
     say = progress or (lambda message: None)
     say("starting moto, two redis-servers and the application stand-in on 127.0.0.1")
-    environment = start_environment(with_app=True)
+    environment = start_environment(with_app=True, extra_parameters=SCENARIO_PARAMETERS.get(scenario))
+    serverless = None
     try:
         _describe_environment(environment, report)
+        if scenario in SCENARIO_PARAMETERS:
+            serverless = _install_serverless_stand_in(environment, report)
         say(f"seeding {keys} Redis keys, the token store and configuration")
         seeded = seed_state(environment, keys)
         say("running every backup schedule as EventBridge would")
         _run_backups(environment, kinds, report)
-        _SCENARIO_RUNNERS[scenario](ScenarioRun(environment, seeded, report, say))
+        _SCENARIO_RUNNERS[scenario](ScenarioRun(environment, seeded, report, say, serverless))
         if keep is not None:
             keep(environment)
     except Exception as exc:  # the report says what failed; the processes are stopped below
         report.failure = f"{type(exc).__name__}: {exc}"
     finally:
+        if serverless is not None:
+            serverless.close()
         environment.close()
     return report
+
+
+def _install_serverless_stand_in(
+    environment: LocalEnvironment, report: DrillReport
+) -> ServerlessCacheStandIn:
+    """ElastiCache Serverless for the handlers: the production redis-server is the cache."""
+    from .handler_support import set_services_factory
+    from .services import Services
+    from .settings import Settings
+
+    stand_in = ServerlessCacheStandIn()
+    stand_in.register(SERVERLESS_CACHE, environment.production)
+    set_services_factory(
+        lambda: Services(Settings.from_env(), environment.metrics, serverless_caches=stand_in)
+    )
+    environment.cap_wait_states(STAND_IN_WAIT_SECONDS)
+    report.environment["not_emulated"] = sorted(
+        [
+            *report.environment["not_emulated"],
+            "ElastiCache Serverless (stand-in: real redis-servers, real RDB files)",
+        ]
+    )
+    report.environment["wait_states_capped_to_seconds"] = STAND_IN_WAIT_SECONDS
+    return stand_in
 
 
 def _describe_environment(environment: LocalEnvironment, report: DrillReport) -> None:
@@ -232,6 +283,45 @@ def _scenario_full_restore(run: ScenarioRun) -> None:
     _check_secret_hygiene(environment, run.seeded, report)
 
 
+def _scenario_elasticache_serverless(run: ScenarioRun) -> None:
+    environment, report, say, stand_in = run.environment, run.report, run.say, run.serverless
+    assert stand_in is not None  # run_drill installs it for this scenario
+    before = _capture(environment)
+    snapshots = sorted(stand_in.snapshots)
+    report.check(
+        "scheduled redis and full backups took serverless snapshots",
+        len(snapshots) == 2,
+        ", ".join(snapshots),
+    )
+    say("simulating the disaster: the cache's data lost, token file deleted, a secret overwritten")
+    _disaster(environment)
+    say("restoring into a NEW serverless cache seeded from the RDB export, REDIS_URL switched to it")
+    target = {"new_serverless_cache_name": RESTORED_CACHE, "update_redis_url_secret": True}
+    description = _restore(environment, _console_input(target=target), report)
+    _expect_success(description, report)
+    say("verifying the new cache, the switched REDIS_URL, the token store and configuration")
+    restored = stand_in.server(RESTORED_CACHE)
+    report.environment["restored_cache_pid"] = restored.pid
+    report.environment["restored_cache_port"] = restored.port
+    _compare_redis(environment, before["redis"], report, expected_subset=None, url=restored.url)
+    url = environment.client("secretsmanager").get_secret_value(SecretId=REDIS_SECRET)["SecretString"]
+    report.check(
+        "REDIS_URL points at the new cache over TLS",
+        f"rediss://127.0.0.1:{restored.port}/" in url,
+    )
+    report.check(
+        "the running cache was never overwritten",
+        redis_snapshot(environment.production.url) == {},
+        "still as the disaster left it",
+    )
+    report.check(
+        "token store restored byte for byte", environment.token_path.read_bytes() == before["tokens"]
+    )
+    current = environment.client("secretsmanager").get_secret_value(SecretId=ENV_SECRET)["SecretString"]
+    report.check("configuration secret restored", current == before["env_secret"])
+    _check_secret_hygiene(environment, run.seeded, report)
+
+
 def _scenario_oauth_only(run: ScenarioRun) -> None:
     environment, report, say = run.environment, run.report, run.say
     before = _capture(environment)
@@ -294,6 +384,7 @@ _SCENARIO_RUNNERS: dict[str, Callable[[ScenarioRun], None]] = {
     "wrong-token-key": _scenario_wrong_token_key,
     "corrupted-backup": _scenario_corrupted_backup,
     "rollback": _scenario_rollback,
+    "elasticache-serverless": _scenario_elasticache_serverless,
 }
 
 
@@ -331,8 +422,10 @@ def _compare_redis(
     before: dict[bytes, tuple[bytes | None, int]],
     report: DrillReport,
     expected_subset: list[str] | None,
+    url: str | None = None,
 ) -> None:
-    after = redis_snapshot(environment.production.url)
+    url = url or environment.production.url
+    after = redis_snapshot(url)
     matcher = compile_patterns(expected_subset) if expected_subset else None
     expected = {k: v for k, v in before.items() if matcher is None or matcher(k)}
     alive = {k: v for k, v in expected.items() if v[1] == -1 or v[1] > TTL_TOLERANCE_MS}
@@ -346,7 +439,7 @@ def _compare_redis(
     report.check("every live key restored", not missing, f"{len(alive) - len(missing)}/{len(alive)} keys")
     report.check("no unexpected keys", not extra, f"{len(extra)} unexpected")
     report.check("TTLs kept (remaining time to live)", not ttl_off, f"{len(ttl_off)} keys off")
-    client = redis.Redis.from_url(environment.production.url)
+    client = redis.Redis.from_url(url)
     try:
         same = sum(1 for k in alive if k in after and _same_value(client, k, before[k][0]))
     finally:

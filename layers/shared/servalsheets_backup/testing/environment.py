@@ -13,6 +13,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ class LocalEnvironment:
     metrics: CollectingMetrics = field(default_factory=CollectingMetrics)
     app: AppStandIn | None = None
     saved_env: dict[str, str | None] = field(default_factory=dict)
+    undo: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def token_path(self) -> Path:
@@ -167,10 +169,30 @@ class LocalEnvironment:
             if not token:
                 return events
 
+    def cap_wait_states(self, seconds: float) -> None:
+        """Make every Wait state of the local Step Functions last at most ``seconds`` (until close).
+
+        For local runs whose stand-ins finish at once: a schedule's 30 s poll interval then costs
+        ``seconds``. The number of polls, and so the path through the state machine, is unchanged.
+        """
+        from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import (
+            WaitFunction,
+        )
+
+        original = WaitFunction._wait_interval
+
+        def capped(function: Any, env: Any, wait_seconds: int) -> None:
+            time.sleep(min(float(wait_seconds), seconds))
+
+        WaitFunction._wait_interval = capped  # type: ignore[method-assign,assignment]
+        self.undo.append(lambda: setattr(WaitFunction, "_wait_interval", original))
+
     def close(self) -> None:
         """Stop every process this environment started and restore the process environment."""
         from ..handler_support import set_services_factory
 
+        while self.undo:
+            self.undo.pop()()
         set_services_factory(None)
         self.runner.uninstall()
         if self.app is not None:
