@@ -277,6 +277,22 @@ def test_dry_run_plan_matches_the_restore(source: Seeded, target: redis.Redis) -
     assert plan["skipped_pattern"] == result.skipped_pattern > 0
 
 
+def test_one_dry_run_gives_the_keys_alive_now_and_those_still_alive_later(source: Seeded) -> None:
+    client, _ = source
+    backup_time = now_ms()
+    data, _ = dump_all(client, backup_time)
+    later = backup_time + 11 * MINUTE_MS
+
+    both = rl.plan_restore(chunked(data), now_ms=backup_time, later_ms=later)
+    now_only = rl.plan_restore(chunked(data), now_ms=backup_time)
+    at_later = rl.plan_restore(chunked(data), now_ms=later)
+
+    assert both["would_restore"] == now_only["would_restore"]
+    assert both["still_alive_later"] == at_later["would_restore"]
+    assert sum(both["still_alive_later"].values()) < both["would_restore_total"]  # some keys expire
+    assert "still_alive_later" not in now_only
+
+
 def test_compare_sample_passes_after_restore_and_spots_a_changed_key(
     source: Seeded, target: redis.Redis
 ) -> None:

@@ -30,9 +30,9 @@ from servalsheets_backup.settings import Settings
 from servalsheets_backup.store import EXPIRABLE_TAG, SetRef
 from servalsheets_backup.testing.intrinsics import Resolver
 from servalsheets_backup.testing.local_deploy import (
-    _CREATORS,
     Deployment,
     LocalDeployer,
+    Site,
     load_template,
 )
 from servalsheets_backup.testing.redis_server import RedisServer
@@ -69,7 +69,8 @@ def deploy_resources(logical_ids: tuple[str, ...], parameters: dict[str, Any] | 
         resource = template["Resources"][logical_id]
         properties = resolver.resolve(resource.get("Properties", {}))
         deployment.properties[logical_id] = properties
-        _CREATORS[resource["Type"]](deployer, deployment, logical_id, properties, {}, None)  # type: ignore[arg-type]
+        site = Site(deployer, deployment, local_paths={}, runner=None)  # type: ignore[arg-type]
+        deployer.create(site, logical_id, resource["Type"], properties)
     return deployment
 
 

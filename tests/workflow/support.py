@@ -647,6 +647,11 @@ def elasticache_fault(code: str, message: str = "injected") -> Exception:
     return fault(message)
 
 
+# The backup state machine's ElastiCache polling loops, as execution paths list them.
+SNAPSHOT_STATES = ["Wait for snapshot", "Check snapshot status", "Snapshot available?"]
+INGEST_STATES = ["Wait for export", "Ingest exported RDB files", "Export ingested?"]
+
+
 # -- ElastiCache Serverless -------------------------------------------------------------------
 SERVERLESS_CACHE = "servalsheets-serverless"
 SERVERLESS_PARAMETERS = {"RedisMode": "elasticache", "ElastiCacheServerlessCacheName": SERVERLESS_CACHE}

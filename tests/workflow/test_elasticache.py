@@ -20,7 +20,9 @@ from servalsheets_backup.testing.servalsheets_state import SeededState
 
 from .support import (
     ELASTICACHE_PARAMETERS,
+    INGEST_STATES,
     REPLICATION_GROUP,
+    SNAPSHOT_STATES,
     RdbExporter,
     SnapshotLifecycle,
     create_replication_group,
@@ -42,19 +44,11 @@ EXPECTED_PATH = [
     "Include token store?",
     "Include Redis?",
     "Create ElastiCache snapshot",
-    "Wait for snapshot",
-    "Check snapshot status",
-    "Snapshot available?",  # still creating: wait and poll again
-    "Wait for snapshot",
-    "Check snapshot status",
-    "Snapshot available?",
+    *SNAPSHOT_STATES,  # still creating: wait and poll again
+    *SNAPSHOT_STATES,
     "Export snapshot",
-    "Wait for export",
-    "Ingest exported RDB files",
-    "Export ingested?",  # the export has not landed yet: wait and look again
-    "Wait for export",
-    "Ingest exported RDB files",
-    "Export ingested?",
+    *INGEST_STATES,  # the export has not landed yet: wait and look again
+    *INGEST_STATES,
     "Finalize backup",
     "Backup succeeded",
 ]

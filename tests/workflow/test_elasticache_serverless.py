@@ -31,8 +31,10 @@ from servalsheets_backup.testing.serverless_standin import (
 )
 
 from .support import (
+    INGEST_STATES,
     SERVERLESS_CACHE,
     SERVERLESS_PARAMETERS,
+    SNAPSHOT_STATES,
     held_locks,
     install_services,
     redis_differences,
@@ -46,8 +48,6 @@ from .support import (
 pytestmark = pytest.mark.workflow
 
 REQUEST = {"kind": "redis", "trigger": "schedule", "poll_seconds": 0}
-SNAPSHOT_STATES = ["Wait for snapshot", "Check snapshot status", "Snapshot available?"]
-INGEST_STATES = ["Wait for export", "Ingest exported RDB files", "Export ingested?"]
 EXPECTED_PATH = [
     "Begin backup",
     "Include configuration?",

@@ -1030,18 +1030,22 @@ def plan_restore(
     now_ms: int,
     patterns: Sequence[str | bytes] | None = None,
     subject: str = DEFAULT_SUBJECT,
+    later_ms: int | None = None,
 ) -> dict[str, Any]:
     """Dry run: what ``restore_records`` would write from one stream, touching no server.
 
     Returns ``records``, ``would_restore`` (per prefix), ``would_restore_total``,
     ``would_restore_bytes`` (DUMP payload bytes), ``skipped_expired``, ``skipped_pattern``,
-    ``backup_time_ms``, ``source_version`` and ``next_cursor``. The whole stream is read and
-    checked, so a truncated stream raises ``IntegrityError`` here as on restore.
+    ``backup_time_ms``, ``source_version`` and ``next_cursor``; with ``later_ms`` also
+    ``still_alive_later`` (per prefix: the restorable keys still alive at ``later_ms``). The whole
+    stream is read and checked, so a truncated stream raises ``IntegrityError`` here as on restore.
     """
     stream = RecordStream(chunks, subject)
     matcher = compile_patterns(patterns)
     elapsed = now_ms - stream.header.backup_time_ms
+    elapsed_later = (later_ms if later_ms is not None else now_ms) - stream.header.backup_time_ms
     prefixes: Counter[str] = Counter()
+    later: Counter[str] = Counter()
     expired = excluded = payload_bytes = 0
     for key, payload, ttl in stream:
         if matcher is not None and not matcher(key):
@@ -1049,9 +1053,14 @@ def plan_restore(
         elif _remaining_ttl(ttl, elapsed) < 0:
             expired += 1
         else:
-            prefixes[key_prefix(key)] += 1
+            prefix = key_prefix(key)
+            prefixes[prefix] += 1
             payload_bytes += len(payload)
+            if later_ms is not None and _remaining_ttl(ttl, elapsed_later) >= 0:
+                later[prefix] += 1
+    extra = {"still_alive_later": dict(sorted(later.items()))} if later_ms is not None else {}
     return {
+        **extra,
         "records": stream.records_read,
         "would_restore": dict(sorted(prefixes.items())),
         "would_restore_total": sum(prefixes.values()),

@@ -319,12 +319,21 @@ def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest
 
 
 def _plans(
-    services: Services, job: dict[str, Any], manifest: Manifest, now_ms: int, patterns: list[str] | None
+    services: Services,
+    job: dict[str, Any],
+    manifest: Manifest,
+    now_ms: int,
+    patterns: list[str] | None,
+    later_ms: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The dry-run plan of every Redis dump chunk of the source set, in order."""
     for entry in manifest.objects_of("redis"):
         yield component_redis.redis_logical_module().plan_restore(
-            _object(services, job, entry), now_ms=now_ms, patterns=patterns, subject=entry.name
+            _object(services, job, entry),
+            now_ms=now_ms,
+            patterns=patterns,
+            subject=entry.name,
+            later_ms=later_ms,
         )
 
 
@@ -740,10 +749,17 @@ def _verify_redis(services: Services, job: dict[str, Any], manifest: Manifest) -
     try:
         checks = [Check("redis PING", bool(client.ping()))]
         # Keys keep expiring after the restore: the count must lie between the keys of the backup
-        # still alive now and those still alive a few seconds from now.
-        at_most = _alive_by_prefix(services, job, manifest, 0)
+        # still alive now and those still alive once the count has finished. One pass over the
+        # dump gives both, for a count that ends within COUNT_WINDOW_MS; a slower count needs
+        # the lower bound again, for when it ended.
+        started_ms = int(services.clock() * 1000)
+        at_most, at_least = _alive_by_prefix(
+            services, job, manifest, started_ms, started_ms + COUNT_WINDOW_MS
+        )
         actual = component_redis.redis_logical_module().count_keys_by_prefix(client)
-        at_least = _alive_by_prefix(services, job, manifest, COUNT_WINDOW_MS)
+        ended_ms = int(services.clock() * 1000)
+        if ended_ms > started_ms + COUNT_WINDOW_MS:
+            at_least = _alive_by_prefix(services, job, manifest, ended_ms, ended_ms)[0]
         exact = job["mode"] == "replace"
         differing = sorted(
             prefix
@@ -765,15 +781,16 @@ def _verify_redis(services: Services, job: dict[str, Any], manifest: Manifest) -
 
 
 def _alive_by_prefix(
-    services: Services, job: dict[str, Any], manifest: Manifest, offset_ms: int
-) -> dict[str, int]:
-    """Keys of the backup (matching the request's patterns) still alive ``offset_ms`` from now, per prefix."""
-    now_ms = int(services.clock() * 1000) + offset_ms
-    counts: dict[str, int] = {}
-    for plan in _plans(services, job, manifest, now_ms, job["key_patterns"] or None):
-        for prefix, count in plan["would_restore"].items():
-            counts[prefix] = counts.get(prefix, 0) + count
-    return counts
+    services: Services, job: dict[str, Any], manifest: Manifest, at_ms: int, later_ms: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Keys of the backup (matching the patterns) alive at ``at_ms`` and at ``later_ms``, per prefix."""
+    now: dict[str, int] = {}
+    later: dict[str, int] = {}
+    for plan in _plans(services, job, manifest, at_ms, job["key_patterns"] or None, later_ms=later_ms):
+        for counts, found in ((now, plan["would_restore"]), (later, plan["still_alive_later"])):
+            for prefix, count in found.items():
+                counts[prefix] = counts.get(prefix, 0) + count
+    return now, later
 
 
 def _sample_check(services: Services, job: dict[str, Any], manifest: Manifest, client: Any) -> Check:

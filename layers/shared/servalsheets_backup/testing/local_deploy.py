@@ -139,11 +139,10 @@ class LocalDeployer:
                 continue
             properties = resolver.resolve(resource.get("Properties", {}))
             deployment.properties[logical_id] = properties
-            create = _CREATORS.get(resource["Type"])
-            if create is None:
+            if resource["Type"] not in _CREATORS:
                 deployment.skipped[logical_id] = resource["Type"]
                 continue
-            create(self, deployment, logical_id, properties, local_paths, runner)
+            self.create(Site(self, deployment, local_paths, runner), logical_id, resource["Type"], properties)
         for name, output in translated.get("Outputs", {}).items():
             if "Condition" in output and not resolver.condition(output["Condition"]):
                 continue
@@ -151,6 +150,13 @@ class LocalDeployer:
             if value is not NO_VALUE:
                 deployment.outputs[name] = value
         return deployment
+
+    def create(self, site: Site, logical_id: str, resource_type: str, properties: dict[str, Any]) -> None:
+        """Create one resource in moto and record its physical id and attributes."""
+        created = _CREATORS[resource_type](site, logical_id, properties)
+        site.deployment.physical[logical_id] = created.physical
+        if created.attributes:
+            site.deployment.attributes[logical_id] = created.attributes
 
     def _parameters(self, template: dict[str, Any]) -> dict[str, Any]:
         values = {name: spec.get("Default") for name, spec in template.get("Parameters", {}).items()}
@@ -230,48 +236,58 @@ def _attribute(deployment: Deployment, logical_id: str, attribute: str | None) -
 
 
 # -- creators ----------------------------------------------------------------------------
-Creator = Callable[[LocalDeployer, Deployment, str, dict[str, Any], dict[str, str], LambdaRunner], None]
+@dataclass(frozen=True)
+class Site:
+    """What every creator needs: the deployer, the deployment so far, code paths and the runner."""
+
+    deployer: LocalDeployer
+    deployment: Deployment
+    local_paths: dict[str, str]
+    runner: LambdaRunner
+
+    @property
+    def region(self) -> str:
+        """The deployment's region."""
+        return self.deployer.region
+
+    @property
+    def repo_root(self) -> Path:
+        """The repository the template and functions come from."""
+        return self.deployer.repo_root
+
+    def generated_name(self, logical_id: str, limit: int = 64, lower: bool = False) -> str:
+        """A physical name like CloudFormation's (see LocalDeployer.generated_name)."""
+        return self.deployer.generated_name(logical_id, limit, lower)
 
 
-def _kms_key(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    _l: dict[str, str],
-    _r: LambdaRunner,
-) -> None:
+@dataclass(frozen=True)
+class Created:
+    """A created resource: its physical id (what Ref returns) and its Fn::GetAtt attributes."""
+
+    physical: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+Creator = Callable[[Site, str, dict[str, Any]], Created]
+
+
+def _kms_key(site: Site, lid: str, p: dict[str, Any]) -> Created:
     kms = aws.client("kms")
     key = kms.create_key(Description=p.get("Description", lid), Policy=json.dumps(p.get("KeyPolicy", {})))
     key_id = key["KeyMetadata"]["KeyId"]
     if p.get("EnableKeyRotation"):
         kms.enable_key_rotation(KeyId=key_id)
-    dep.physical[lid] = key_id
-    dep.attributes[lid] = {"Arn": key["KeyMetadata"]["Arn"], "KeyId": key_id}
+    return Created(key_id, {"Arn": key["KeyMetadata"]["Arn"], "KeyId": key_id})
 
 
-def _kms_alias(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    _l: dict[str, str],
-    _r: LambdaRunner,
-) -> None:
+def _kms_alias(site: Site, lid: str, p: dict[str, Any]) -> Created:
     aws.client("kms").create_alias(AliasName=p["AliasName"], TargetKeyId=p["TargetKeyId"])
-    dep.physical[lid] = p["AliasName"]
+    return Created(p["AliasName"])
 
 
-def _bucket(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    _l: dict[str, str],
-    _r: LambdaRunner,
-) -> None:
+def _bucket(site: Site, lid: str, p: dict[str, Any]) -> Created:
     s3 = aws.client("s3")
-    name = p.get("BucketName") or d.generated_name(lid, 63, lower=True)
+    name = p.get("BucketName") or site.generated_name(lid, 63, lower=True)
     s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=bool(p.get("ObjectLockEnabled")))
     if "VersioningConfiguration" in p:
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration=p["VersioningConfiguration"])
@@ -294,8 +310,7 @@ def _bucket(
         )
     if p.get("ObjectLockConfiguration"):
         s3.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration=p["ObjectLockConfiguration"])
-    dep.physical[lid] = name
-    dep.attributes[lid] = {"Arn": f"arn:aws:s3:::{name}", "DomainName": f"{name}.s3.amazonaws.com"}
+    return Created(name, {"Arn": f"arn:aws:s3:::{name}", "DomainName": f"{name}.s3.amazonaws.com"})
 
 
 def _lifecycle(config: dict[str, Any]) -> dict[str, Any]:
@@ -336,99 +351,53 @@ def _lifecycle(config: dict[str, Any]) -> dict[str, Any]:
     return {"Rules": rules}
 
 
-def _table(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    _l: dict[str, str],
-    _r: LambdaRunner,
-) -> None:
-    name = p.get("TableName") or d.generated_name(lid)
+def _table(site: Site, lid: str, p: dict[str, Any]) -> Created:
+    name = p.get("TableName") or site.generated_name(lid)
     aws.client("dynamodb").create_table(
         TableName=name,
         KeySchema=p["KeySchema"],
         AttributeDefinitions=p["AttributeDefinitions"],
         BillingMode=p.get("BillingMode", "PAY_PER_REQUEST"),
     )
-    dep.physical[lid] = name
-    dep.attributes[lid] = {"Arn": f"arn:aws:dynamodb:{d.region}:{ACCOUNT}:table/{name}"}
+    return Created(name, {"Arn": f"arn:aws:dynamodb:{site.region}:{ACCOUNT}:table/{name}"})
 
 
-def _topic(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    _l: dict[str, str],
-    _r: LambdaRunner,
-) -> None:
-    name = p.get("TopicName") or d.generated_name(lid, 256)
+def _topic(site: Site, lid: str, p: dict[str, Any]) -> Created:
+    name = p.get("TopicName") or site.generated_name(lid, 256)
     arn = aws.client("sns").create_topic(Name=name)["TopicArn"]
-    dep.physical[lid] = arn
-    dep.attributes[lid] = {"TopicName": name, "TopicArn": arn}
+    return Created(arn, {"TopicName": name, "TopicArn": arn})
 
 
-def _role(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    _l: dict[str, str],
-    _r: LambdaRunner,
-) -> None:
-    name = p.get("RoleName") or d.generated_name(lid)
+def _role(site: Site, lid: str, p: dict[str, Any]) -> Created:
+    name = p.get("RoleName") or site.generated_name(lid)
     role = aws.client("iam").create_role(
         RoleName=name, AssumeRolePolicyDocument=json.dumps(p.get("AssumeRolePolicyDocument", {}))
     )
-    dep.physical[lid] = name
-    dep.attributes[lid] = {"Arn": role["Role"]["Arn"], "RoleId": role["Role"]["RoleId"]}
+    return Created(name, {"Arn": role["Role"]["Arn"], "RoleId": role["Role"]["RoleId"]})
 
 
-def _log_group(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    _l: dict[str, str],
-    _r: LambdaRunner,
-) -> None:
-    name = p.get("LogGroupName") or d.generated_name(lid, 512)
+def _log_group(site: Site, lid: str, p: dict[str, Any]) -> Created:
+    name = p.get("LogGroupName") or site.generated_name(lid, 512)
     logs = aws.client("logs")
     logs.create_log_group(logGroupName=name)
     if "RetentionInDays" in p:
         logs.put_retention_policy(logGroupName=name, retentionInDays=int(p["RetentionInDays"]))
-    dep.physical[lid] = name
-    dep.attributes[lid] = {"Arn": f"arn:aws:logs:{d.region}:{ACCOUNT}:log-group:{name}:*"}
+    return Created(name, {"Arn": f"arn:aws:logs:{site.region}:{ACCOUNT}:log-group:{name}:*"})
 
 
-def _layer(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    _l: dict[str, str],
-    _r: LambdaRunner,
-) -> None:
-    dep.physical[lid] = f"arn:aws:lambda:{d.region}:{ACCOUNT}:layer:{p.get('LayerName', lid)}:1"
+def _layer(site: Site, lid: str, p: dict[str, Any]) -> Created:
+    return Created(f"arn:aws:lambda:{site.region}:{ACCOUNT}:layer:{p.get('LayerName', lid)}:1")
 
 
-def _function(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    local: dict[str, str],
-    runner: LambdaRunner,
-) -> None:
+def _function(site: Site, lid: str, p: dict[str, Any]) -> Created:
     import io
     import zipfile
 
-    name = p.get("FunctionName") or d.generated_name(lid)
-    folder = Path(local[p["Code"]["S3Key"]]).name
+    name = p.get("FunctionName") or site.generated_name(lid)
+    folder = Path(site.local_paths[p["Code"]["S3Key"]]).name
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zipped:
-        zipped.writestr("app.py", (d.repo_root / "functions" / folder / "app.py").read_text())
+        zipped.writestr("app.py", (site.repo_root / "functions" / folder / "app.py").read_text())
     environment = {k: str(v) for k, v in p.get("Environment", {}).get("Variables", {}).items()}
     response = aws.client("lambda").create_function(
         FunctionName=name,
@@ -441,22 +410,14 @@ def _function(
         Environment={"Variables": environment},
         Architectures=p.get("Architectures", ["x86_64"]),
     )
-    runner.register(name, folder)
-    dep.function_folders[lid] = folder
-    dep.physical[lid] = name
-    dep.attributes[lid] = {"Arn": response["FunctionArn"]}
+    site.runner.register(name, folder)
+    site.deployment.function_folders[lid] = folder
+    return Created(name, {"Arn": response["FunctionArn"]})
 
 
-def _state_machine(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    local: dict[str, str],
-    _r: LambdaRunner,
-) -> None:
-    name = p.get("StateMachineName") or d.generated_name(lid, 80)
-    definition = (d.repo_root / local[p["DefinitionS3Location"]["Key"]]).read_text()
+def _state_machine(site: Site, lid: str, p: dict[str, Any]) -> Created:
+    name = p.get("StateMachineName") or site.generated_name(lid, 80)
+    definition = (site.repo_root / site.local_paths[p["DefinitionS3Location"]["Key"]]).read_text()
     for key, value in p.get("DefinitionSubstitutions", {}).items():
         definition = definition.replace("${" + key + "}", str(value))
     leftover = re.findall(r"\$\{[A-Za-z0-9]+\}", definition)
@@ -468,19 +429,11 @@ def _state_machine(
         roleArn=p["RoleArn"],
         type=p.get("StateMachineType", "STANDARD"),
     )["stateMachineArn"]
-    dep.physical[lid] = arn
-    dep.attributes[lid] = {"Name": name, "Arn": arn}
+    return Created(arn, {"Name": name, "Arn": arn})
 
 
-def _alarm(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    _l: dict[str, str],
-    _r: LambdaRunner,
-) -> None:
-    name = p.get("AlarmName") or d.generated_name(lid, 255)
+def _alarm(site: Site, lid: str, p: dict[str, Any]) -> Created:
+    name = p.get("AlarmName") or site.generated_name(lid, 255)
     args = {
         k: v
         for k, v in p.items()
@@ -512,33 +465,18 @@ def _alarm(
     if "Threshold" in args:
         args["Threshold"] = float(args["Threshold"])
     aws.client("cloudwatch").put_metric_alarm(AlarmName=name, **args)
-    dep.physical[lid] = name
-    dep.attributes[lid] = {"Arn": f"arn:aws:cloudwatch:{d.region}:{ACCOUNT}:alarm:{name}"}
+    return Created(name, {"Arn": f"arn:aws:cloudwatch:{site.region}:{ACCOUNT}:alarm:{name}"})
 
 
-def _dashboard(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    _l: dict[str, str],
-    _r: LambdaRunner,
-) -> None:
-    name = p.get("DashboardName") or d.generated_name(lid)
+def _dashboard(site: Site, lid: str, p: dict[str, Any]) -> Created:
+    name = p.get("DashboardName") or site.generated_name(lid)
     aws.client("cloudwatch").put_dashboard(DashboardName=name, DashboardBody=p["DashboardBody"])
-    dep.physical[lid] = name
+    return Created(name)
 
 
-def _schedule(
-    d: LocalDeployer,
-    dep: Deployment,
-    lid: str,
-    p: dict[str, Any],
-    _l: dict[str, str],
-    _r: LambdaRunner,
-) -> None:
+def _schedule(site: Site, lid: str, p: dict[str, Any]) -> Created:
     # EventBridge schedules never fire in moto: the drill starts what they would start itself.
-    dep.physical[lid] = p.get("Name") or d.generated_name(lid)
+    return Created(p.get("Name") or site.generated_name(lid))
 
 
 _CREATORS: dict[str, Creator] = {
