@@ -145,6 +145,30 @@ def test_the_export_is_found_under_a_folder_named_after_the_snapshot(
     assert root_exports(env) == []
 
 
+def test_a_multi_file_export_is_ingested_only_once_every_file_has_landed(
+    env: LocalEnvironment, standin: ServerlessCacheStandIn
+) -> None:
+    # Given an export that writes three files, one per poll (the export "ends" with the third)
+    standin.export_files = 3
+
+    run = run_backup(env, REQUEST)
+
+    # Then the ingest waited for all three and the stable listing, and took each as one shard
+    assert run.status == "SUCCEEDED", (run.error, run.cause[:500])
+    name = snapshot_name(run.output["backup_id"])
+    ref = next(ref for ref in sets(env, "redis") if ref.backup_id == run.output["backup_id"])
+    store = env.services().store
+    manifest = store.load_manifest(ref)
+    shards = ["redis/shard-0001.rdb", "redis/shard-0002.rdb", "redis/shard-0003.rdb"]
+    assert [entry.name for entry in manifest.objects] == shards
+    assert [b"".join(store.read_object(ref, entry)) for entry in manifest.objects] == [
+        standin.snapshots[name].rdb
+    ] * 3
+    assert [s["checksum_verified"] for s in manifest.components["redis"]["shards"]] == [True] * 3
+    assert run.entered.count("Ingest exported RDB files") >= 5  # 1 exporting + 3 files + settle
+    assert root_exports(env) == []
+
+
 def test_a_corrupted_export_fails_the_backup_and_its_plaintext_is_removed(
     env: LocalEnvironment, standin: ServerlessCacheStandIn
 ) -> None:

@@ -49,14 +49,14 @@ class ServerlessCacheAlreadyExistsFault(Exception):
     """A cache with that name exists."""
 
 
-def flat_export_key(snapshot_name: str) -> str:
+def flat_export_key(snapshot_name: str, number: int = 1) -> str:
     """One assumed layout: ``<snapshot>-0001.rdb`` at the bucket root."""
-    return f"{snapshot_name}-0001.rdb"
+    return f"{snapshot_name}-{number:04d}.rdb"
 
 
-def folder_export_key(snapshot_name: str) -> str:
+def folder_export_key(snapshot_name: str, number: int = 1) -> str:
     """Another: ``<snapshot>/<snapshot>-0001.rdb`` (the ingest must find either)."""
-    return f"{snapshot_name}/{snapshot_name}-0001.rdb"
+    return f"{snapshot_name}/{snapshot_name}-{number:04d}.rdb"
 
 
 @dataclass
@@ -67,6 +67,7 @@ class _Snapshot:
     status: str
     polls_left: int
     export_to: str | None = None
+    delivered: int = 0
 
 
 @dataclass
@@ -84,6 +85,8 @@ class ServerlessCacheStandIn:
 
     ``snapshot_polls`` / ``export_polls`` / ``cache_polls``: how many status reads report a snapshot
     ``creating``, an export ``exporting`` and a new cache ``creating`` before they finish.
+    ``export_files``: how many .rdb files an export writes, one per status read once the export
+    polls are used up (so a multi-file export lands over time, as one shard after another).
     ``faults`` maps a method name to exceptions its next calls raise. ``snapshot_outcome``
     ``failed`` makes snapshots fail; ``corrupt_exports`` flips one byte of every exported RDB;
     ``lose_exports`` makes exports finish without writing a file.
@@ -92,7 +95,8 @@ class ServerlessCacheStandIn:
     snapshot_polls: int = 1
     export_polls: int = 1
     cache_polls: int = 1
-    export_key: Callable[[str], str] = flat_export_key
+    export_key: Callable[[str, int], str] = flat_export_key
+    export_files: int = 1
     snapshot_outcome: str = "available"
     corrupt_exports: bool = False
     lose_exports: bool = False
@@ -158,16 +162,20 @@ class ServerlessCacheStandIn:
         snapshot.status, snapshot.polls_left, snapshot.export_to = "exporting", self.export_polls, bucket
 
     def _deliver(self, snapshot_name: str, snapshot: _Snapshot) -> None:
-        snapshot.status = "available"
+        """Write the next file of the export; the export ends with the last one."""
         if self.lose_exports or snapshot.export_to is None:
+            snapshot.status = "available"
             return
         data = snapshot.rdb
         if self.corrupt_exports:
             damaged = bytearray(data)
             damaged[len(damaged) // 2] ^= 0x01
             data = bytes(damaged)
-        key = self.export_key(snapshot_name)
+        snapshot.delivered += 1
+        key = self.export_key(snapshot_name, snapshot.delivered)
         aws.client("s3").put_object(Bucket=snapshot.export_to, Key=key, Body=data)
+        if snapshot.delivered >= self.export_files:
+            snapshot.status = "available"
 
     def list_own_snapshots(self, cache_name: str) -> list[SnapshotInfo]:
         """This system's snapshots of ``cache_name``, newest first."""
