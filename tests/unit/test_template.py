@@ -727,11 +727,39 @@ def test_every_granted_action_exists(translated: dict[str, Any]) -> None:
 
 
 def test_kms_grants_name_only_the_backup_key_or_application_keys(translated: dict[str, Any]) -> None:
-    allowed = ({"Fn::GetAtt": ["BackupKey", "Arn"]}, {"Ref": "ApplicationKmsKeyArns"})
+    allowed = (
+        {"Fn::GetAtt": ["BackupKey", "Arn"]},
+        {"Ref": "ApplicationKmsKeyArns"},
+        {"Ref": "ElastiCacheKmsKeyArn"},
+    )
     for owner, document in identity_policies(translated):
         for statement in statements(document):
             if any(action.startswith("kms:") for action in actions(statement)):
                 assert statement["Resource"] in allowed, owner
+
+
+def test_only_the_redis_restore_may_grant_elasticache_the_cache_key(translated: dict[str, Any]) -> None:
+    # A seeded cache keeps the running cache's customer managed key: CreateGrant through
+    # ElastiCache only, and only when ElastiCacheKmsKeyArn is set.
+    owners = {
+        owner
+        for owner, document in identity_policies(translated)
+        for statement in statements(document)
+        if statement.get("Resource") == {"Ref": "ElastiCacheKmsKeyArn"}
+    }
+    assert owners == {"RestoreRedisFunctionRole"}
+    document = next(
+        policy["PolicyDocument"]
+        for policy in translated["Resources"]["RestoreRedisFunctionRole"]["Properties"]["Policies"]
+        if "SeedWithTheCacheKey" in json.dumps(policy)
+    )
+    [conditional] = [s["Fn::If"] for s in document["Statement"] if "SeedWithTheCacheKey" in json.dumps(s)]
+    condition, statement, otherwise = conditional
+    assert (condition, otherwise) == ("SeedsWithCacheKey", NO_VALUE)
+    assert sorted(statement["Action"]) == ["kms:CreateGrant", "kms:DescribeKey"]
+    assert statement["Condition"] == {
+        "StringEquals": {"kms:ViaService": {"Fn::Sub": "elasticache.${AWS::Region}.amazonaws.com"}}
+    }
 
 
 def test_only_basic_sam_managed_policies_are_attached(translated: dict[str, Any]) -> None:

@@ -178,6 +178,8 @@ def _source_shape(services: Services) -> dict[str, Any]:
         shape["TransitEncryptionEnabled"] = True
     if group.get("AtRestEncryptionEnabled"):
         shape["AtRestEncryptionEnabled"] = True
+    if group.get("KmsKeyId"):  # the restored copy is encrypted with the same customer managed key
+        shape["KmsKeyId"] = group["KmsKeyId"]
     return shape
 
 
