@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from servalsheets_backup import backup, backup_steps, component_redis
+from servalsheets_backup import backup, backup_steps, component_snapshot
 from servalsheets_backup.cli import main
 from servalsheets_backup.errors import InvalidRdbError, TokenKeyMismatchError, TokenStoreError
 from servalsheets_backup.testing.redis_server import start_redis
@@ -216,7 +216,7 @@ def _staged_pending(stack: MiniStack, rdb: bytes) -> tuple[backup.PendingSet, st
     services = stack.services()
     pending = backup.begin(services, "redis", owner="snapshot-run")
     pending.source.update(snapshot_name="servalsheets-backup-test", expected_shards=1)
-    key = component_redis.staging_prefix(pending.backup_id) + "servalsheets-backup-test-0001.rdb"
+    key = component_snapshot.staging_prefix(pending.backup_id) + "servalsheets-backup-test-0001.rdb"
     stack.put(key, rdb)
     return pending, key
 

@@ -954,7 +954,7 @@ def test_outputs_name_every_arn_and_name_a_user_needs(source: dict[str, Any]) ->
 
 
 # Every ElastiCache call the code makes, by the function that makes it (adapters/elasticache.py,
-# component_redis.py, component_redis_restore.py); both modes, because one stack may use either.
+# component_snapshot.py, component_redis_restore.py); both modes, because one stack may use either.
 ELASTICACHE_CALLS = {
     "SnapshotFunction": {
         "CreateSnapshot",

@@ -19,7 +19,7 @@ import pytest
 
 from servalsheets_backup.adapters.elasticache import SNAPSHOT_PREFIX, snapshot_name
 from servalsheets_backup.backup import run_backup as run_backup_in_process
-from servalsheets_backup.component_redis import SERVERLESS_EXPORT_TIMEOUT_SECONDS, STAGING_PREFIX
+from servalsheets_backup.component_snapshot import SERVERLESS_EXPORT_TIMEOUT_SECONDS, STAGING_PREFIX
 from servalsheets_backup.services import Services
 from servalsheets_backup.settings import Settings
 from servalsheets_backup.testing.environment import REDIS_SECRET, LocalEnvironment, start_environment

@@ -329,18 +329,18 @@ def run_backup(
     """
     pending = begin(services, kind, owner=owner, label=label, trigger=trigger)
     try:
-        from . import component_redis
+        from . import component_redis, component_snapshot
 
         for component in pending.wants:
             if component == "redis" and services.settings.redis_mode == "elasticache":
-                component_redis.add_snapshot_in_process(services, pending, poll_seconds)
+                component_snapshot.add_snapshot_in_process(services, pending, poll_seconds)
                 continue
             # Transient Redis errors are retried with back-off, as the state machine does.
             component_redis.with_retries(lambda c=component: add_component(services, pending, c))
             while component == "redis" and not pending.redis_done:
                 component_redis.with_retries(lambda: add_component(services, pending, "redis"))
         result = finalize(services, pending)
-        component_redis.prune_after(services, pending)
+        component_snapshot.prune_after(services, pending)
         return result
     except BaseException as exc:
         fail(services, pending, kind, _describe(exc))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from . import backup, component_redis
+from . import backup, component_redis, component_snapshot
 from .adapters.elasticache import snapshot_name
 from .backup import PendingSet
 from .errors import InvalidInputError
@@ -106,19 +106,19 @@ def snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
     name = _snapshot_name(event, "the snapshot step")
     _pending(event, services)  # the backup lock is renewed on every poll
     if action == "create":
-        return {"status": component_redis.create_snapshot(services, name)}
-    return {"status": component_redis.snapshot_status(services, name)}
+        return {"status": component_snapshot.create_snapshot(services, name)}
+    return {"status": component_snapshot.snapshot_status(services, name)}
 
 
 def export_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
     """Start exporting the finished ElastiCache snapshot to the bucket."""
     name = _snapshot_name(event, "export_snapshot")
-    return component_redis.start_export(services, _pending(event, services), name).to_dict()
+    return component_snapshot.start_export(services, _pending(event, services), name).to_dict()
 
 
 def ingest_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
     """Ingest the staged .rdb files if all have arrived (``redis_done`` says whether they had)."""
-    pending, _ready = component_redis.ingest_exports(services, _pending(event, services))
+    pending, _ready = component_snapshot.ingest_exports(services, _pending(event, services))
     return pending.to_dict()
 
 
@@ -126,7 +126,7 @@ def finalize(services: Services, event: dict[str, Any]) -> dict[str, Any]:
     """Write the manifest and report the result; prune old snapshots in ElastiCache mode."""
     pending = _pending(event)
     result = backup.finalize(services, pending)
-    return {**result.to_dict(), "snapshots_pruned": component_redis.prune_after(services, pending)}
+    return {**result.to_dict(), "snapshots_pruned": component_snapshot.prune_after(services, pending)}
 
 
 def fail(services: Services, event: dict[str, Any], owner: str) -> dict[str, Any]:

@@ -1,0 +1,268 @@
+"""The ``redis`` component in ElastiCache mode: snapshot, export to S3, validate and ingest the RDB.
+
+One path serves node-based replication groups and serverless caches: the snapshot is created and
+polled through an adapter (``NodeSnapshots`` / ``ServerlessCaches``), exported (CopySnapshot to
+``staging/<backup id>/``, or ExportServerlessCacheSnapshot to the bucket root under the snapshot
+name), and each exported ``.rdb`` is validated (magic, version, CRC-64) and encrypted into the set
+before its plaintext is deleted. ElastiCache restricts SYNC, PSYNC, BGSAVE and CONFIG: nothing
+here uses them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from .backup import PendingSet, lock_name
+from .errors import ConfigurationError, InvalidRdbError, SnapshotExportError
+from .services import Services
+
+logger = logging.getLogger(__name__)
+
+STAGING_PREFIX = "staging/"
+# A serverless export that has produced no file this long after it started has failed.
+SERVERLESS_EXPORT_TIMEOUT_SECONDS = 3 * 3600
+
+
+def staging_prefix(backup_id: str) -> str:
+    """Where the export of a node-based snapshot of one backup lands before ingestion."""
+    return f"{STAGING_PREFIX}{backup_id}/"
+
+
+def _exporter(services: Services) -> Any:
+    from .adapters.elasticache import AwsSnapshotExporter
+
+    if services.snapshot_exporter is not None:
+        return services.snapshot_exporter
+    return AwsSnapshotExporter(services.client("elasticache"))
+
+
+def create_snapshot(services: Services, snapshot: str) -> str:
+    """Start a manual snapshot of the configured serverless cache or replication group; its status."""
+    snapshots, source = _snapshot_source(services)
+    return str(snapshots.create_snapshot(source, snapshot))
+
+
+def snapshot_status(services: Services, snapshot: str) -> str:
+    """The status of one of this system's snapshots (the state machine polls it)."""
+    snapshots, _source = _snapshot_source(services)
+    return str(snapshots.snapshot_status(snapshot))
+
+
+def expected_shards(services: Services) -> int:
+    """How many .rdb files the export of the configured replication group produces."""
+    group = services.settings.replication_group_id
+    if not group:
+        return 1
+    groups = services.client("elasticache").describe_replication_groups(ReplicationGroupId=group)
+    node_groups = groups["ReplicationGroups"][0].get("NodeGroups") or [{}]
+    return max(1, len(node_groups))
+
+
+def start_export(services: Services, pending: PendingSet, snapshot: str) -> PendingSet:
+    """Export the finished snapshot to the bucket (the state machine then polls the ingest step)."""
+    bucket = services.settings.bucket
+    if services.settings.serverless_cache_name:
+        # ExportServerlessCacheSnapshot takes a bucket but no prefix: the files land at the bucket
+        # root, named after the snapshot (the bucket policy lets ElastiCache write only there).
+        services.serverless().export_snapshot(snapshot, bucket)
+        pending.source["export"] = {"prefix": snapshot, "settle": True, "started_ms": _now_ms(services)}
+    else:
+        _exporter(services).export(snapshot, bucket, staging_prefix(pending.backup_id))
+        pending.source["export"] = {"prefix": staging_prefix(pending.backup_id)}
+    pending.source["snapshot_name"] = snapshot
+    pending.source["expected_shards"] = expected_shards(services)
+    return pending
+
+
+def _now_ms(services: Services) -> int:
+    return int(services.clock() * 1000)
+
+
+def export_prefix(pending: PendingSet) -> str:
+    """Where this backup's exported .rdb files appear."""
+    return str((pending.source.get("export") or {}).get("prefix") or staging_prefix(pending.backup_id))
+
+
+def _staged_rdb_objects(services: Services, pending: PendingSet) -> dict[str, int]:
+    """Exported .rdb objects of this backup and their sizes."""
+    s3, found = services.store.s3, {}
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=services.settings.bucket, Prefix=export_prefix(pending)
+    ):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith(".rdb"):
+                found[item["Key"]] = int(item.get("Size", 0))
+    return found
+
+
+def _export_complete(services: Services, pending: PendingSet, found: dict[str, int]) -> bool:
+    """True once every file of the export is in the bucket.
+
+    A node-based export has one file per shard, counted beforehand. A serverless export's file
+    count is not known, so it is complete when ElastiCache reports the snapshot ``available``
+    again and the listing has not changed since the previous look (one poll interval earlier).
+    """
+    export = pending.source.setdefault("export", {})
+    if not export.get("settle"):
+        return len(found) >= int(pending.source.get("expected_shards", 1))
+    snapshot = str(pending.source.get("snapshot_name", ""))
+    status = snapshot_status(services, snapshot)
+    if "fail" in status:
+        raise SnapshotExportError(f"ElastiCache reports serverless snapshot {snapshot} as {status}")
+    if not found:
+        _fail_if_export_overdue(services, export, snapshot)
+    listing = sorted([key, size] for key, size in found.items())
+    previous, export["seen"] = export.get("seen"), listing
+    return bool(found) and status == "available" and previous == listing
+
+
+def _fail_if_export_overdue(services: Services, export: dict[str, Any], snapshot: str) -> None:
+    waited = (_now_ms(services) - int(export.get("started_ms", _now_ms(services)))) / 1000
+    if waited > SERVERLESS_EXPORT_TIMEOUT_SECONDS:
+        raise SnapshotExportError(
+            f"no .rdb file named {snapshot}* appeared in s3://{services.settings.bucket}/ "
+            f"{int(waited)} s after ExportServerlessCacheSnapshot started: check that the bucket policy "
+            "statement ElastiCacheServerlessExportObjects is deployed and see docs/operations.md"
+        )
+
+
+def ingest_exports(services: Services, pending: PendingSet) -> tuple[PendingSet, bool]:
+    """Once every exported .rdb is in the bucket, validate and encrypt each into the set; (pending, done)."""
+    found = _staged_rdb_objects(services, pending)
+    if not _export_complete(services, pending, found):
+        return pending, False
+    keys = sorted(found)
+    try:
+        shards = [_ingest_one(services, pending, key, index) for index, key in enumerate(keys, start=1)]
+    except InvalidRdbError:
+        # A corrupt export will not get better: remove the plaintext now rather than leave it to
+        # the one-day lifecycle rule. (Transient read errors keep it for the state machine's retry.)
+        for key in keys:
+            _delete_all_versions(services, key)
+        raise
+    for key in keys:
+        _delete_all_versions(services, key)
+    pending.source.pop("export", None)  # polling bookkeeping; not part of the manifest
+    pending.components["redis"] = {
+        "mode": "elasticache",
+        "snapshot_name": pending.source.get("snapshot_name"),
+        "replication_group_id": services.settings.replication_group_id,
+        "serverless_cache_name": services.settings.serverless_cache_name,
+        "backup_time_ms": pending.created_ms,
+        "shards": shards,
+    }
+    pending.redis_done = True
+    return pending, True
+
+
+def _delete_all_versions(services: Services, key: str) -> None:
+    """Remove a plaintext staging export outright: every version, not just the current one."""
+    s3, bucket = services.store.s3, services.settings.bucket
+    listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    versions = [v for v in listing.get("Versions", []) + listing.get("DeleteMarkers", []) if v["Key"] == key]
+    if not versions:
+        s3.delete_object(Bucket=bucket, Key=key)
+    for version in versions:
+        s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
+
+
+def _ingest_one(services: Services, pending: PendingSet, key: str, index: int) -> dict[str, Any]:
+    from .adapters.s3 import S3ObjectReader
+    from .rdb import RdbValidator
+
+    name = f"redis/shard-{index:04d}.rdb"
+    validator = RdbValidator(key.rsplit("/", 1)[-1])
+    reader = S3ObjectReader(services.store.s3, services.settings.bucket, key)
+    upload = services.store.open_object(pending.kind, pending.backup_id, name, "redis")
+    try:
+        for chunk in reader.chunks():
+            validator.update(chunk)
+            upload.write(chunk)
+        info = validator.finish()
+        entry = upload.finish({"rdb_files": 1})
+    except BaseException:
+        upload.abort()
+        raise
+    finally:
+        reader.close()
+    pending.add(entry)
+    return {
+        "object": name,
+        "rdb_version": info.version,
+        "size": info.size,
+        "checksum_verified": info.checksum_verified,
+    }
+
+
+def _snapshot_source(services: Services) -> tuple[Any, str]:
+    """(snapshot adapter, cache or group name) for the configured ElastiCache source."""
+    from .adapters.elasticache import NodeSnapshots
+
+    settings = services.settings
+    if settings.serverless_cache_name:
+        return services.serverless(), settings.serverless_cache_name
+    if settings.replication_group_id:
+        return NodeSnapshots(services.client("elasticache")), settings.replication_group_id
+    raise ConfigurationError(
+        "REDIS_MODE=elasticache needs ELASTICACHE_REPLICATION_GROUP_ID or ELASTICACHE_SERVERLESS_CACHE_NAME"
+    )
+
+
+def prune_snapshots(services: Services, keep: str) -> list[str]:
+    """Delete this system's snapshots older than the redis retention; never ``keep`` or the newest."""
+    from datetime import UTC, datetime, timedelta
+
+    settings = services.settings
+    if not (settings.serverless_cache_name or settings.replication_group_id):
+        return []
+    snapshots, source = _snapshot_source(services)
+    cutoff = datetime.now(UTC) - timedelta(days=settings.redis_retention_days)
+    deleted = []
+    for info in snapshots.list_own_snapshots(source)[1:]:
+        if info.name != keep and info.created is not None and info.created < cutoff:
+            snapshots.delete_snapshot(info.name)
+            deleted.append(info.name)
+    return deleted
+
+
+def prune_after(services: Services, pending: PendingSet) -> list[str]:
+    """After an ElastiCache-mode set completed: prune old snapshots, keeping the one it used."""
+    if pending.components.get("redis", {}).get("mode") != "elasticache":
+        return []
+    try:
+        return prune_snapshots(services, keep=str(pending.source.get("snapshot_name", "")))
+    except Exception as exc:  # housekeeping: the set is complete; the next backup prunes again
+        from .adapters.aws import describe_aws_error
+
+        logger.warning(
+            "snapshot pruning failed", extra={"error": describe_aws_error(exc) or type(exc).__name__}
+        )
+        return []
+
+
+def add_snapshot_in_process(
+    services: Services, pending: PendingSet, poll_seconds: float, sleep: Any = time.sleep
+) -> PendingSet:
+    """The state machine's ElastiCache path in one process (the CLI): snapshot, wait, export, ingest.
+
+    Polls every ``poll_seconds`` and renews the backup lock at each poll, as the state machine does.
+    """
+    from .adapters.elasticache import snapshot_name
+
+    name = snapshot_name(pending.backup_id)
+    status = create_snapshot(services, name)
+    while status != "available":
+        if "fail" in status:
+            raise SnapshotExportError(f"ElastiCache reported snapshot {name} as {status}")
+        sleep(poll_seconds)
+        services.state.acquire(lock_name(pending.kind), pending.owner)
+        status = snapshot_status(services, name)
+    start_export(services, pending, name)
+    while True:
+        pending, done = ingest_exports(services, pending)
+        if done:
+            return pending
+        sleep(poll_seconds)
+        services.state.acquire(lock_name(pending.kind), pending.owner)
