@@ -647,9 +647,27 @@ def elasticache_fault(code: str, message: str = "injected") -> Exception:
     return fault(message)
 
 
+# A redis backup request as the schedule sends it, with the polls not waiting.
+REDIS_BACKUP_REQUEST = {"kind": "redis", "trigger": "schedule", "poll_seconds": 0}
 # The backup state machine's ElastiCache polling loops, as execution paths list them.
 SNAPSHOT_STATES = ["Wait for snapshot", "Check snapshot status", "Snapshot available?"]
 INGEST_STATES = ["Wait for export", "Ingest exported RDB files", "Export ingested?"]
+
+
+def snapshot_backup_path(snapshot_polls: int, ingest_polls: int) -> list[str]:
+    """The states a redis backup in ElastiCache mode enters, polling this many times each."""
+    return [
+        "Begin backup",
+        "Include configuration?",
+        "Include token store?",
+        "Include Redis?",
+        "Create ElastiCache snapshot",
+        *SNAPSHOT_STATES * snapshot_polls,
+        "Export snapshot",
+        *INGEST_STATES * ingest_polls,
+        "Finalize backup",
+        "Backup succeeded",
+    ]
 
 
 # -- ElastiCache Serverless -------------------------------------------------------------------

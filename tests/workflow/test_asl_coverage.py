@@ -24,6 +24,7 @@ from servalsheets_backup.testing.serverless_standin import (
 
 from .support import (
     ELASTICACHE_PARAMETERS,
+    REDIS_BACKUP_REQUEST,
     SERVERLESS_CACHE,
     SERVERLESS_PARAMETERS,
     Exercised,
@@ -65,7 +66,7 @@ ROLLBACK_POINTS = [
     "maintenance-end",
     "verify",
 ]
-EC_REQUEST = {"kind": "redis", "trigger": "schedule", "poll_seconds": 0}
+EC_REQUEST = REDIS_BACKUP_REQUEST
 
 
 def expect(run: Run, status: str, last_state: str) -> Run:

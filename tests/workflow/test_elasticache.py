@@ -20,9 +20,8 @@ from servalsheets_backup.testing.servalsheets_state import SeededState
 
 from .support import (
     ELASTICACHE_PARAMETERS,
-    INGEST_STATES,
+    REDIS_BACKUP_REQUEST,
     REPLICATION_GROUP,
-    SNAPSHOT_STATES,
     RdbExporter,
     SnapshotLifecycle,
     create_replication_group,
@@ -33,25 +32,14 @@ from .support import (
     run_restore,
     set_objects,
     sets,
+    snapshot_backup_path,
 )
 
 pytestmark = pytest.mark.workflow
 
-REQUEST = {"kind": "redis", "trigger": "schedule", "poll_seconds": 0}
-EXPECTED_PATH = [
-    "Begin backup",
-    "Include configuration?",
-    "Include token store?",
-    "Include Redis?",
-    "Create ElastiCache snapshot",
-    *SNAPSHOT_STATES,  # still creating: wait and poll again
-    *SNAPSHOT_STATES,
-    "Export snapshot",
-    *INGEST_STATES,  # the export has not landed yet: wait and look again
-    *INGEST_STATES,
-    "Finalize backup",
-    "Backup succeeded",
-]
+REQUEST = REDIS_BACKUP_REQUEST
+# Snapshot: one poll still creating, then available. Ingest: the export has not landed yet, then it has.
+EXPECTED_PATH = snapshot_backup_path(snapshot_polls=2, ingest_polls=2)
 
 
 @pytest.fixture(scope="module")

@@ -31,10 +31,9 @@ from servalsheets_backup.testing.serverless_standin import (
 )
 
 from .support import (
-    INGEST_STATES,
+    REDIS_BACKUP_REQUEST,
     SERVERLESS_CACHE,
     SERVERLESS_PARAMETERS,
-    SNAPSHOT_STATES,
     held_locks,
     install_services,
     redis_differences,
@@ -43,27 +42,16 @@ from .support import (
     serverless_services,
     set_objects,
     sets,
+    snapshot_backup_path,
 )
 
 pytestmark = pytest.mark.workflow
 
-REQUEST = {"kind": "redis", "trigger": "schedule", "poll_seconds": 0}
-EXPECTED_PATH = [
-    "Begin backup",
-    "Include configuration?",
-    "Include token store?",
-    "Include Redis?",
-    "Create ElastiCache snapshot",
-    *SNAPSHOT_STATES,  # still creating: wait and poll again
-    *SNAPSHOT_STATES,
-    "Export snapshot",
-    *INGEST_STATES,  # still exporting
-    *INGEST_STATES,  # the export ended, but the file was listed before it landed
-    *INGEST_STATES,  # the file is there: look once more to see the listing has settled
-    *INGEST_STATES,
-    "Finalize backup",
-    "Backup succeeded",
-]
+REQUEST = REDIS_BACKUP_REQUEST
+# Snapshot: one poll still creating, then available. Ingest: still exporting; the export ended
+# but the file was listed before it landed; the file is there, so look once more to see the
+# listing has settled; settled.
+EXPECTED_PATH = snapshot_backup_path(snapshot_polls=2, ingest_polls=4)
 
 
 @pytest.fixture(scope="module")
