@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
-from .adapters.s3 import MultipartSink
+from .adapters.s3 import MultipartSink, delete_every_version
 from .errors import ConfigurationError, InvalidInputError, RestoreVerificationError
 from .health import Check
 from .manifest import Manifest, ObjectEntry
@@ -195,12 +195,8 @@ def _endpoint(group: dict[str, Any]) -> str:
 
 
 def _delete_staged(services: Services, job: dict[str, Any], count: int) -> None:
-    s3, bucket = services.store.s3, services.settings.bucket
     for index in range(1, count + 1):
-        key = seed_key(job["restore_id"], index)
-        listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
-        for version in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
-            s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
+        delete_every_version(services.store.s3, services.settings.bucket, seed_key(job["restore_id"], index))
 
 
 def _point_secret_at(services: Services, job: dict[str, Any], cache: NewCacheState) -> None:

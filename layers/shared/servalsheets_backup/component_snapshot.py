@@ -139,11 +139,9 @@ def ingest_exports(services: Services, pending: PendingSet) -> tuple[PendingSet,
     except InvalidRdbError:
         # A corrupt export will not get better: remove the plaintext now rather than leave it to
         # the one-day lifecycle rule. (Transient read errors keep it for the state machine's retry.)
-        for key in keys:
-            _delete_all_versions(services, key)
+        _delete_exports(services, keys)
         raise
-    for key in keys:
-        _delete_all_versions(services, key)
+    _delete_exports(services, keys)
     pending.source.pop("export", None)  # polling bookkeeping; not part of the manifest
     pending.components["redis"] = {
         "mode": "elasticache",
@@ -157,15 +155,12 @@ def ingest_exports(services: Services, pending: PendingSet) -> tuple[PendingSet,
     return pending, True
 
 
-def _delete_all_versions(services: Services, key: str) -> None:
-    """Remove a plaintext staging export outright: every version, not just the current one."""
-    s3, bucket = services.store.s3, services.settings.bucket
-    listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
-    versions = [v for v in listing.get("Versions", []) + listing.get("DeleteMarkers", []) if v["Key"] == key]
-    if not versions:
-        s3.delete_object(Bucket=bucket, Key=key)
-    for version in versions:
-        s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
+def _delete_exports(services: Services, keys: list[str]) -> None:
+    """Remove plaintext exports outright (every version)."""
+    from .adapters.s3 import delete_every_version
+
+    for key in keys:
+        delete_every_version(services.store.s3, services.settings.bucket, key)
 
 
 def _ingest_one(services: Services, pending: PendingSet, key: str, index: int) -> dict[str, Any]:

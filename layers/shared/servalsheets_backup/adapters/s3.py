@@ -15,6 +15,19 @@ def _sha256_b64(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
+def delete_every_version(s3: Any, bucket: str, key: str) -> None:
+    """Remove an object outright: every version and delete marker, not just the current one.
+
+    For plaintext that must not linger behind a delete marker (exports, restore seeds).
+    """
+    listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    versions = [v for v in listing.get("Versions", []) + listing.get("DeleteMarkers", []) if v["Key"] == key]
+    if not versions:  # an unversioned bucket
+        s3.delete_object(Bucket=bucket, Key=key)
+    for version in versions:
+        s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
+
+
 class MultipartSink:
     """A write-only file-like sink that streams to one S3 object.
 
