@@ -108,10 +108,7 @@ def ours_file(ctx: Context, source: RedisServer, keys: int, out: Path, profile: 
         *("--url", source.url, "--path", str(out), "--backup-id", backup_id),
         *("--backup-time-ms", str(time.time_ns() // 1_000_000), "--profile", profile),
     )
-    sample = _sample("backup", "ours_file", keys, done, meter)
-    sample.keys, sample.bytes_in, sample.bytes_out = result["keys"], result["bytes_in"], result["bytes_out"]
-    sample.extra = {"op_seconds": result["op_seconds"], "backup_id": backup_id}
-    return sample
+    return _our_backup_sample("ours_file", keys, done, meter, result, backup_id)
 
 
 def ours_s3(ctx: Context, source: RedisServer, keys: int) -> Sample:
@@ -126,7 +123,14 @@ def ours_s3(ctx: Context, source: RedisServer, keys: int) -> Sample:
         *("--url", source.url, "--backup-id", backup_id, "--bucket", ctx.moto.bucket),
         *("--kms-key", ctx.moto.kms_key, "--backup-time-ms", str(time.time_ns() // 1_000_000)),
     )
-    sample = _sample("backup", "ours_s3", keys, done, meter)
+    return _our_backup_sample("ours_s3", keys, done, meter, result, backup_id)
+
+
+def _our_backup_sample(
+    method: str, keys: int, done: Completed, meter: Meter, result: dict[str, Any], backup_id: str
+) -> Sample:
+    """A sample of one of our backup workers, with what the worker itself reported."""
+    sample = _sample("backup", method, keys, done, meter)
     sample.keys, sample.bytes_in, sample.bytes_out = result["keys"], result["bytes_in"], result["bytes_out"]
     sample.extra = {"op_seconds": result["op_seconds"], "backup_id": backup_id}
     return sample

@@ -40,14 +40,7 @@ def stack(
     The process environment is the one a backup Lambda gets, so the CLI (``main``) sees it too.
     """
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint)
-    built = build_stack(moto_server.endpoint, tmp_path, redis_server)
-    for name, value in built.env.items():
-        monkeypatch.setenv(name, value)
-    client = redis.Redis.from_url(redis_server.url)
-    try:
-        seed_servalsheets(client, 100, seed=3)
-    finally:
-        client.close()
+    built = _seeded_stack(monkeypatch, moto_server, tmp_path, redis_server)
     try:
         yield built
     finally:
@@ -64,15 +57,7 @@ def module_stack(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFacto
         patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         patch.setenv("AWS_ACCESS_KEY_ID", "testing")
         patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        built = build_stack(moto_server.endpoint, tmp_path_factory.mktemp("stack"), server)
-        for name, value in built.env.items():
-            patch.setenv(name, value)
-        client = redis.Redis.from_url(server.url)
-        try:
-            seed_servalsheets(client, 100, seed=3)
-        finally:
-            client.close()
-        yield built
+        yield _seeded_stack(patch, moto_server, tmp_path_factory.mktemp("stack"), server)
     finally:
         patch.undo()
         server.stop()
@@ -132,3 +117,18 @@ def module_logs() -> Iterator[LogCollector]:
                 each.removeHandler(collector)
         for each, level in zip(ours, levels, strict=True):
             each.setLevel(level)
+
+
+def _seeded_stack(
+    patch: pytest.MonkeyPatch, moto_server: MotoServer, directory: Path, server: RedisServer
+) -> MiniStack:
+    """The stack's resources in moto, its environment variables set, and 100 ServalSheets keys."""
+    built = build_stack(moto_server.endpoint, directory, server)
+    for name, value in built.env.items():
+        patch.setenv(name, value)
+    client = redis.Redis.from_url(server.url)
+    try:
+        seed_servalsheets(client, 100, seed=3)
+    finally:
+        client.close()
+    return built

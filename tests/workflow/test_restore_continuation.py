@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 
-from servalsheets_backup.testing.environment import TARGET_REDIS_SECRET, LocalEnvironment, start_environment
+from servalsheets_backup.testing.environment import TARGET_REDIS_SECRET, LocalEnvironment
 from servalsheets_backup.testing.seed import seed_servalsheets
 
 pytestmark = pytest.mark.workflow
-
-
-@pytest.fixture
-def env() -> Iterator[LocalEnvironment]:
-    environment = start_environment()
-    try:
-        yield environment
-    finally:
-        environment.close()
+# `env`: the module-scoped logical deployment of tests/workflow/conftest.py.
 
 
 def test_restore_continues_from_the_saved_record_position(env: LocalEnvironment) -> None:
