@@ -293,6 +293,21 @@ def test_one_dry_run_gives_the_keys_alive_now_and_those_still_alive_later(source
     assert "still_alive_later" not in now_only
 
 
+def test_one_dry_run_counts_the_keys_of_each_pattern_on_its_own(source: Seeded) -> None:
+    client, _ = source
+    backup_time = now_ms()
+    data, _ = dump_all(client, backup_time)
+    later = backup_time + 11 * MINUTE_MS
+    patterns = ["refresh:*", "servalsheets:*", "no-such-family:*"]
+
+    plan = rl.plan_restore(chunked(data), now_ms=later, patterns=patterns, count_each_pattern=True)
+
+    for pattern in patterns:  # what one dry run per pattern finds: matching keys, expired or not
+        alone = rl.plan_restore(chunked(data), now_ms=later, patterns=[pattern])
+        assert plan["keys_per_pattern"][pattern] == alone["would_restore_total"] + alone["skipped_expired"]
+    assert plan["keys_per_pattern"]["no-such-family:*"] == 0 < plan["keys_per_pattern"]["refresh:*"]
+
+
 def test_compare_sample_passes_after_restore_and_spots_a_changed_key(
     source: Seeded, target: redis.Redis
 ) -> None:

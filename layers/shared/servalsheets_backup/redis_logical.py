@@ -1031,16 +1031,20 @@ def plan_restore(
     patterns: Sequence[str | bytes] | None = None,
     subject: str = DEFAULT_SUBJECT,
     later_ms: int | None = None,
+    count_each_pattern: bool = False,
 ) -> dict[str, Any]:
     """Dry run: what ``restore_records`` would write from one stream, touching no server.
 
     Returns ``records``, ``would_restore`` (per prefix), ``would_restore_total``,
     ``would_restore_bytes`` (DUMP payload bytes), ``skipped_expired``, ``skipped_pattern``,
     ``backup_time_ms``, ``source_version`` and ``next_cursor``; with ``later_ms`` also
-    ``still_alive_later`` (per prefix: the restorable keys still alive at ``later_ms``). The whole
-    stream is read and checked, so a truncated stream raises ``IntegrityError`` here as on restore.
+    ``still_alive_later`` (per prefix: the restorable keys still alive at ``later_ms``); with
+    ``count_each_pattern`` also ``keys_per_pattern`` (pattern -> keys it matches, expired ones
+    included). The whole stream is read and checked, so a truncated stream raises
+    ``IntegrityError`` here as on restore.
     """
     stream = RecordStream(chunks, subject)
+    each = _pattern_counter(patterns) if count_each_pattern else None
     matcher = compile_patterns(patterns)
     elapsed = now_ms - stream.header.backup_time_ms
     elapsed_later = (later_ms if later_ms is not None else now_ms) - stream.header.backup_time_ms
@@ -1048,6 +1052,8 @@ def plan_restore(
     later: Counter[str] = Counter()
     expired = excluded = payload_bytes = 0
     for key, payload, ttl in stream:
+        if each is not None:
+            each.add(key)
         if matcher is not None and not matcher(key):
             excluded += 1
         elif _remaining_ttl(ttl, elapsed) < 0:
@@ -1058,7 +1064,9 @@ def plan_restore(
             payload_bytes += len(payload)
             if later_ms is not None and _remaining_ttl(ttl, elapsed_later) >= 0:
                 later[prefix] += 1
-    extra = {"still_alive_later": dict(sorted(later.items()))} if later_ms is not None else {}
+    extra: dict[str, Any] = {"still_alive_later": dict(sorted(later.items()))} if later_ms is not None else {}
+    if each is not None:
+        extra["keys_per_pattern"] = each.counts
     return {
         **extra,
         "records": stream.records_read,
@@ -1071,6 +1079,27 @@ def plan_restore(
         "source_version": stream.header.source_version,
         "next_cursor": stream.end.next_cursor if stream.end else 0,
     }
+
+
+class _PatternCounter:
+    """Counts, for each pattern on its own, the keys it matches."""
+
+    def __init__(self, patterns: Sequence[str | bytes]) -> None:
+        self.counts = {_pattern_text(p): 0 for p in patterns}
+        self._matchers = [(_pattern_text(p), compile_patterns([p])) for p in patterns]
+
+    def add(self, key: bytes) -> None:
+        for text, matcher in self._matchers:
+            if matcher is not None and matcher(key):
+                self.counts[text] += 1
+
+
+def _pattern_counter(patterns: Sequence[str | bytes] | None) -> _PatternCounter | None:
+    return _PatternCounter(patterns) if patterns else None
+
+
+def _pattern_text(pattern: str | bytes) -> str:
+    return pattern if isinstance(pattern, str) else pattern.decode("utf-8", "replace")
 
 
 # --------------------------------------------------------------------------- verification

@@ -296,13 +296,19 @@ def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest
         "skipped_pattern": 0,
         "records": 0,
     }
-    for chunk in _plans(services, job, manifest, now_ms, job["key_patterns"] or None):
+    matched = dict.fromkeys(job["key_patterns"], 0)
+    # One pass over the dump gives the plan and, per pattern, the keys it matches.
+    for chunk in _plans(
+        services, job, manifest, now_ms, job["key_patterns"] or None, count_each_pattern=True
+    ):
         for prefix, count in chunk["would_restore"].items():
             totals["would_restore"][prefix] = totals["would_restore"].get(prefix, 0) + count
         for name in ("would_restore_total", "skipped_expired", "skipped_pattern", "records"):
             totals[name] += chunk[name]
+        for pattern, count in chunk.get("keys_per_pattern", {}).items():
+            matched[pattern] += count
     for pattern in job["key_patterns"]:
-        if _count_one(services, job, manifest, pattern, now_ms) == 0:
+        if matched[pattern] == 0:
             raise InvalidInputError(
                 f"key pattern {pattern!r} matches no key in backup "
                 f"{job['source']['backup_id']}; fix the pattern (Redis glob syntax)"
@@ -325,6 +331,7 @@ def _plans(
     now_ms: int,
     patterns: list[str] | None,
     later_ms: int | None = None,
+    count_each_pattern: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """The dry-run plan of every Redis dump chunk of the source set, in order."""
     for entry in manifest.objects_of("redis"):
@@ -334,12 +341,8 @@ def _plans(
             patterns=patterns,
             subject=entry.name,
             later_ms=later_ms,
+            count_each_pattern=count_each_pattern,
         )
-
-
-def _count_one(services: Services, job: dict[str, Any], manifest: Manifest, pattern: str, now_ms: int) -> int:
-    plans = _plans(services, job, manifest, now_ms, [pattern])
-    return sum(chunk["would_restore_total"] + chunk["skipped_expired"] for chunk in plans)
 
 
 def _check_engine(target_version: str, manifest: Manifest) -> None:
