@@ -277,6 +277,28 @@ def test_dry_run_plan_matches_the_restore(source: Seeded, target: redis.Redis) -
     assert plan["skipped_pattern"] == result.skipped_pattern > 0
 
 
+def test_restored_ttls_count_the_time_spent_fetching_the_stream(source: Seeded, target: redis.Redis) -> None:
+    # Given a dump whose first chunk takes a second to arrive (an S3 read and a KMS call, say)
+    client, _ = source
+    backup_time = now_ms()
+    data, _ = dump_all(client, backup_time)
+
+    def slow_first_chunk() -> Iterator[bytes]:
+        time.sleep(1.0)
+        yield from chunked(data)
+
+    # When it is restored with the clock read just before the call
+    rl.restore_records(target, slow_first_chunk(), now_ms=now_ms(), mode="replace")
+
+    # Then every TTL has run down by that second too, as it has on the source (each pair of PTTLs
+    # is read back to back, so the comparison itself adds no delay)
+    gaps = {
+        k: target.pttl(k) - client.pttl(k) for k in target.scan_iter(count=1000) if target.pttl(k) > 60_000
+    }
+    assert gaps
+    assert [(k, gap) for k, gap in gaps.items() if gap > 250] == []
+
+
 def test_one_dry_run_gives_the_keys_alive_now_and_those_still_alive_later(source: Seeded) -> None:
     client, _ = source
     backup_time = now_ms()

@@ -992,9 +992,11 @@ def restore_records(
         raise InvalidInputError(f"mode must be one of {', '.join(MODES)}")
     if batch < 1 or skip_records < 0:
         raise InvalidInputError("batch must be positive and skip_records not negative")
+    # now_ms was read by the caller just before this call: the clock runs from here, so the
+    # time spent fetching and decrypting the stream's first chunk counts as elapsed too.
+    started = time.monotonic()
     stream = RecordStream(chunks, subject)
     restorer = _Restorer(mode, compile_patterns(patterns), stream.header.source_version)
-    started = time.monotonic()
     records = iter(stream)
     skipped = sum(1 for _ in islice(records, skip_records))
     processed = skipped
@@ -1245,6 +1247,7 @@ def compare_sample(
     """
     if sample_size < 1:
         raise InvalidInputError("sample_size must be positive")
+    started = time.monotonic()  # reading the stream takes time too: TTLs run down meanwhile
     stream = RecordStream(chunks, subject)
     matcher = compile_patterns(patterns)
     elapsed = now_ms - stream.header.backup_time_ms
@@ -1266,7 +1269,6 @@ def compare_sample(
             slot = rng.randrange(report.eligible)
             if slot < sample_size:
                 sample[slot] = record
-    started = time.monotonic()
     with redis_errors(target, "compare sample"), _wire(target) as wire:
         wire.send(b"".join(_DUMP_PTTL % (len(k), k, len(k), k) for k, _, _ in sample))
         flat = wire.read_many(2 * len(sample))
