@@ -6,6 +6,7 @@ import json
 import socket
 
 import pytest
+import redis
 
 from servalsheets_backup.cli import program
 from servalsheets_backup.drill import SCENARIOS, run_drill
@@ -74,4 +75,63 @@ def test_a_failing_drill_reports_why_and_leaves_nothing_running(monkeypatch: pyt
     assert not report.ok
     assert report.failure is not None and "simulated crash" in report.failure
     assert drill.render(report).splitlines()[-1].startswith("DRILL FAILED: RuntimeError")
+    _assert_nothing_left(report.environment)
+
+
+def test_the_checker_fails_a_restore_that_drops_shifts_or_alters_one_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a drill big enough for the checker to read in many batches, whose restore is
+    # sabotaged right after the state machine reports success: one long-lived key deleted,
+    # one key's TTL stretched by a minute, one value altered (its TTL kept)
+    from servalsheets_backup import drill
+
+    sabotaged: list[bytes] = []
+    succeed = drill._expect_success
+
+    def then_sabotage(description: dict[str, object], report: drill.DrillReport) -> None:
+        succeed(description, report)
+        client = redis.Redis.from_url(_production_url[0])
+        try:
+            keys = sorted(k for k in client.scan_iter(match="refresh:*", count=1000))[:3]
+            client.delete(keys[0])
+            client.pexpire(keys[1], int(client.pttl(keys[1])) + 60_000)
+            client.set(keys[2], b"altered", keepttl=True)
+        finally:
+            client.close()
+        sabotaged.extend(keys)
+
+    _production_url: list[str] = []
+    start = drill.start_environment
+
+    def remember_url(*args: object, **kwargs: object) -> object:
+        environment = start(*args, **kwargs)  # type: ignore[arg-type]
+        _production_url.append(environment.production.url)
+        return environment
+
+    monkeypatch.setattr(drill, "_expect_success", then_sabotage)
+    monkeypatch.setattr(drill, "start_environment", remember_url)
+    report = drill.run_drill(keys=20_000)
+
+    # Then the drill fails, on exactly those three checks, one key each
+    assert len(sabotaged) == 3 and not report.ok
+    failed = {c["name"].split(" (")[0]: c["detail"] for c in report.checks if not c["ok"]}
+    assert set(failed) == {
+        "every live key restored",
+        "TTLs kept",
+        "values identical to before the disaster",
+    }, failed
+    comparison = report.redis_comparison or {}
+    assert comparison["missing"] == comparison["ttl_off"] == comparison["value_different"] == {"refresh:": 1}
+    assert comparison["unexpected"] == comparison["outlived_ttl"] == {}
+
+
+def test_full_restore_at_100k_keys_passes_every_independent_check() -> None:
+    # The same path as 1M keys (many read batches, one dump object per backup, the
+    # restore's continuation budget, keys expiring during the drill), at a size make test affords
+    report = run_drill(keys=100_000)
+    assert report.ok, [c for c in report.checks if not c["ok"]] or report.failure
+    comparison = report.redis_comparison or {}
+    assert sum(comparison["required"].values()) > 90_000
+    assert sum(comparison["restored"].values()) == sum(comparison["required"].values())
     _assert_nothing_left(report.environment)

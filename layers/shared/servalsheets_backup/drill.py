@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +22,7 @@ from typing import Any
 import redis
 
 from .cli_restore import DRILL_SCENARIOS
-from .redis_logical import OAUTH_KEY_PATTERNS, compile_patterns, same_value
+from .redis_logical import OAUTH_KEY_PATTERNS, compile_patterns
 from .testing.environment import (
     ENV_SECRET,
     REDIS_SECRET,
@@ -29,6 +30,7 @@ from .testing.environment import (
     LocalEnvironment,
     start_environment,
 )
+from .testing.keyspace import Keyspace, capture_after, capture_keyspace, compare_keyspaces, prefixes
 from .testing.servalsheets_state import SeededState, redis_snapshot, seed_state
 from .testing.serverless_standin import ServerlessCacheStandIn
 
@@ -38,7 +40,6 @@ BACKUP_SCHEDULES = {
     "tokens": "BackupStateMachineTokensSchedule",
     "redis": "BackupStateMachineRedisSchedule",
 }
-TTL_TOLERANCE_MS = 5000
 SERVERLESS_CACHE = "servalsheets-drill"
 RESTORED_CACHE = "servalsheets-drill-restored"
 # Stack parameters a scenario deploys with, on top of the drill's defaults.
@@ -65,6 +66,7 @@ class DrillReport:
     rto_seconds: float | None = None
     failure: str | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    redis_comparison: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -88,6 +90,7 @@ class DrillReport:
             "checks": self.checks,
             "failure": self.failure,
             "environment": self.environment,
+            "redis_comparison": self.redis_comparison,
         }
 
 
@@ -351,7 +354,7 @@ def _scenario_wrong_token_key(run: ScenarioRun) -> None:
 
 def _scenario_corrupted_backup(run: ScenarioRun) -> None:
     environment, report, say = run.environment, run.report, run.say
-    before = redis_snapshot(environment.production.url)
+    before = capture_keyspace(environment.production.url)
     say("flipping one byte of the newest full backup's Redis dump, then asking for a restore")
     store = environment.services().store
     ref = store.resolve("latest", "full")
@@ -361,22 +364,18 @@ def _scenario_corrupted_backup(run: ScenarioRun) -> None:
     store.s3.put_object(Bucket=store.bucket, Key=key, Body=bytes(body))
     description = _restore(environment, _console_input(), report)
     _expect_refusal(description, "IntegrityError", report)
-    report.check("target Redis untouched", _unchanged(environment, before), f"{len(before)} keys compared")
+    report.check("target Redis untouched", *_unchanged(environment, before))
 
 
 def _scenario_rollback(run: ScenarioRun) -> None:
     environment, report, say = run.environment, run.report, run.say
-    before = redis_snapshot(environment.production.url)
+    before = capture_keyspace(environment.production.url)
     tokens = environment.token_path.read_bytes()
     say("restoring with a failure injected after verification: the run must roll back")
     description = _restore(environment, _console_input(fail_after="verify"), report)
     _expect_refusal(description, "InjectedFault", report)
     report.check("rollback ran", any(step["state"] == "Roll back" for step in report.steps))
-    report.check(
-        "Redis exactly as before (every key compared)",
-        _unchanged(environment, before),
-        f"{len(before)} keys compared",
-    )
+    report.check("Redis exactly as before (every key compared)", *_unchanged(environment, before))
     report.check("token store exactly as before", environment.token_path.read_bytes() == tokens)
 
 
@@ -394,7 +393,7 @@ _SCENARIO_RUNNERS: dict[str, Callable[[ScenarioRun], None]] = {
 def _capture(environment: LocalEnvironment) -> dict[str, Any]:
     secret = environment.client("secretsmanager").get_secret_value(SecretId=ENV_SECRET)["SecretString"]
     return {
-        "redis": redis_snapshot(environment.production.url),
+        "redis": capture_keyspace(environment.production.url),
         "tokens": environment.token_path.read_bytes(),
         "env_secret": secret,
     }
@@ -421,59 +420,58 @@ def _expect_refusal(description: dict[str, Any], error: str, report: DrillReport
 
 def _compare_redis(
     environment: LocalEnvironment,
-    before: dict[bytes, tuple[bytes | None, int]],
+    before: Keyspace,
     report: DrillReport,
     expected_subset: list[str] | None,
     url: str | None = None,
 ) -> None:
-    url = url or environment.production.url
-    after = redis_snapshot(url)
-    matcher = compile_patterns(expected_subset) if expected_subset else None
-    expected = {k: v for k, v in before.items() if matcher is None or matcher(k)}
-    alive = {k: v for k, v in expected.items() if v[1] == -1 or v[1] > TTL_TOLERANCE_MS}
-    missing = [k for k in alive if k not in after]
-    extra = [k for k in after if k not in expected]
-    ttl_off = [
-        k
-        for k in alive
-        if k in after and before[k][1] != -1 and abs(after[k][1] - before[k][1]) > TTL_TOLERANCE_MS + 60_000
-    ]
-    report.check("every live key restored", not missing, f"{len(alive) - len(missing)}/{len(alive)} keys")
-    report.check("no unexpected keys", not extra, f"{len(extra)} unexpected")
-    report.check("TTLs kept (remaining time to live)", not ttl_off, f"{len(ttl_off)} keys off")
-    client = redis.Redis.from_url(url)
-    try:
-        same = sum(1 for k in alive if k in after and _same_value(client, k, before[k][0]))
-    finally:
-        client.close()
-    report.check("values identical to before the disaster", same == len(alive), f"{same}/{len(alive)} keys")
+    """Every key of ``before`` judged at the moment it was checked (see testing/keyspace.py)."""
+    after = capture_after(url or environment.production.url, before)
+    verdict = compare_keyspaces(before, after, matcher=compile_patterns(expected_subset))
+    report.redis_comparison = verdict.as_dict()
+    required = verdict.total("required")
+    lost = verdict.total("missing")
+    gone = (
+        f" ({verdict.total('expired_before_check')} expired in wall-clock time before they were "
+        f"checked, {verdict.total('expiring_at_check')} within {verdict.tolerance_ms} ms of it)"
+    )
+    report.check(
+        "every live key restored",
+        not lost,
+        f"{required - lost}/{required} keys{gone}" + _failing(verdict.missing),
+    )
+    report.check("no unexpected keys", not verdict.unexpected, f"{verdict.total('unexpected')} unexpected")
+    off = verdict.total("ttl_off") + verdict.total("outlived_ttl")
+    report.check(
+        f"TTLs kept (absolute expiry within {verdict.tolerance_ms // 1000} s of the original)",
+        not off,
+        f"{off} keys off" + _failing(verdict.ttl_off + verdict.outlived_ttl),
+    )
+    different = verdict.total("value_different")
+    report.check(
+        "values identical to before the disaster",
+        not different,
+        f"{verdict.total('compared') - different}/{verdict.total('compared')} keys"
+        + _failing(verdict.value_different),
+    )
 
 
-def _unchanged(environment: LocalEnvironment, before: dict[bytes, tuple[bytes | None, int]]) -> bool:
-    """Same keys, same values (DUMP, or contents where RESTORE reorders), TTLs within tolerance."""
-    after = redis_snapshot(environment.production.url)
-    # Keys about to expire when the "before" snapshot was taken may legitimately be gone now.
-    lasting = {k: v for k, v in before.items() if v[1] == -1 or v[1] > TTL_TOLERANCE_MS}
-    if not set(lasting) <= set(after) or not set(after) <= set(before):
-        return False
-    client = redis.Redis.from_url(environment.production.url)
-    try:
-        for key, (payload, ttl) in lasting.items():
-            if (ttl == -1) != (after[key][1] == -1) or abs(after[key][1] - ttl) > TTL_TOLERANCE_MS + 60_000:
-                return False
-            if not _same_value(client, key, payload):
-                return False
-    finally:
-        client.close()
-    return True
+def _failing(counter: Counter[str]) -> str:
+    return f"; by prefix: {prefixes(counter)}" if counter else ""
 
 
-def _same_value(client: redis.Redis, key: bytes, payload: bytes | None) -> bool:
-    """Same DUMP payload, or the same elements where a hash table's order legitimately differs."""
-    current = client.dump(key)
-    if payload is None or current is None:
-        return current == payload
-    return same_value(bytes(current), payload)
+def _unchanged(environment: LocalEnvironment, before: Keyspace) -> tuple[bool, str]:
+    """Same keys, same values, same absolute expiries; keys may only have expired meanwhile."""
+    verdict = compare_keyspaces(before, capture_after(environment.production.url, before))
+    problems = {
+        name: verdict.total(name)
+        for name in ("missing", "ttl_off", "value_different", "outlived_ttl", "unexpected")
+        if verdict.total(name)
+    }
+    detail = f"{verdict.total('required')} keys compared" + "".join(
+        f", {count} {name.replace('_', ' ')}" for name, count in problems.items()
+    )
+    return verdict.ok, detail
 
 
 def _check_secret_hygiene(environment: LocalEnvironment, seeded: SeededState, report: DrillReport) -> None:
