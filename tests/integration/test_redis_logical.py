@@ -348,6 +348,31 @@ def test_compare_sample_passes_after_restore_and_spots_a_changed_key(
     assert full.sampled == full.eligible <= dumped.keys_written
 
 
+def test_a_sampled_key_that_runs_out_while_a_long_stream_is_read_is_not_a_mismatch(
+    redis_server: RedisServer, target: redis.Redis
+) -> None:
+    # Given 100 keys with 2.5 s to live and 100 without expiry, restored, and a verification
+    # whose stream takes 3 s more to read to its end (a large dump: S3, KMS, decryption)
+    client = client_for(redis_server)
+    for i in range(100):
+        client.set(b"rate:%03d" % i, b"1", px=2500)
+        client.set(b"dcr:%03d" % i, b"1")
+    data, _ = dump_all(client, now_ms())
+    client.close()
+    rl.restore_records(target, chunked(data), now_ms=now_ms(), mode="replace")
+
+    def slow_to_finish() -> Iterator[bytes]:
+        yield from chunked(data)
+        time.sleep(3.0)
+
+    # When every key is sampled (each still has over a second to live when it is picked)
+    report = rl.compare_sample(slow_to_finish(), target, now_ms=now_ms(), sample_size=500)
+
+    # Then the keys that ran out before their DUMP are counted apart, and the rest all match
+    assert report.ok, report.as_dict()
+    assert report.eligible == 200 and report.expired_while_checked == 100 and report.sampled == 100
+
+
 # --------------------------------------------------------------------------- failure cases
 
 
@@ -537,3 +562,69 @@ def test_patterns_follow_redis_glob_rules(pattern: str, key: bytes, matches: boo
     matcher = rl.compile_patterns([pattern])
     assert matcher is not None
     assert bool(matcher(key)) is matches
+
+
+# --------------------------------------------------------------------------- expiry per key read
+
+
+def _keys_with_known_expiries(client: redis.Redis, count: int) -> dict[bytes, int]:
+    """``count`` keys whose absolute expiry (PXAT) is known exactly, an hour or two away."""
+    base = now_ms() + 60 * MINUTE_MS
+    expiries = {b"refresh:%05d" % i: base + i * 1000 for i in range(count)}
+    pipe = client.pipeline(transaction=False)
+    for key, at in expiries.items():
+        pipe.set(key, b"v", pxat=at)
+    pipe.execute()
+    return expiries
+
+
+class _SlowSink(io.BytesIO):
+    """A sink (compression, encryption, S3) that takes 50 ms per write."""
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        time.sleep(0.05)
+        return super().write(data)
+
+
+def test_a_slow_dump_records_each_keys_own_expiry(redis_server: RedisServer) -> None:
+    # Given 3,000 keys with known expiries, dumped 100 per batch into a sink slow enough that
+    # the last batch is read seconds after backup_time_ms
+    client = client_for(redis_server)
+    expiries = _keys_with_known_expiries(client, 3000)
+    sink = _SlowSink()
+    started = time.monotonic()
+    backup_time = now_ms()
+    rl.dump_keys(client, sink, backup_time_ms=backup_time, batch=100, scan_count=100)
+    client.close()
+    assert time.monotonic() - started > 1.0  # the dump really was spread out
+
+    # Then every record's expiry (backup_time_ms + ttl) is the key's real one, to a few ms:
+    # each batch's TTLs are offset by the time that batch was read, not by the start
+    recorded = {k: backup_time + ttl for k, _, ttl in rl.RecordStream([sink.getvalue()])}
+    errors = [abs(recorded[k] - at) for k, at in expiries.items()]
+    assert len(errors) == 3000 and max(errors) < 100
+
+
+def test_a_slow_restore_gives_each_key_its_own_expiry(redis_server: RedisServer, target: redis.Redis) -> None:
+    # Given a dump of 3,000 keys with known expiries, restored 100 per batch from chunks that
+    # arrive over about three seconds (a slow S3 read)
+    client = client_for(redis_server)
+    expiries = _keys_with_known_expiries(client, 3000)
+    data, _ = dump_all(client, now_ms())
+    client.close()
+
+    def trickle() -> Iterator[bytes]:
+        for piece in chunked(data, 2048):
+            time.sleep(0.03)
+            yield piece
+
+    rl.restore_records(target, trickle(), now_ms=now_ms(), mode="replace", batch=100)
+
+    # Then each restored key expires when the original did (PEXPIRETIME), to a few ms, however
+    # late its batch was written
+    pipe = target.pipeline(transaction=False)
+    for key in expiries:
+        pipe.pexpiretime(key)
+    restored = dict(zip(expiries, pipe.execute(), strict=True))
+    errors = [abs(restored[k] - at) for k, at in expiries.items()]
+    assert max(errors) < 100, sorted(errors)[-5:]
