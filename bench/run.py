@@ -8,7 +8,9 @@ Comparisons (``--only`` takes any of them, comma separated):
 - ``stages``: EnvelopeWriter in memory against raw AES-256-GCM over 1 MiB segments;
 - ``coldstart``: import time of each ``functions/*/app.py`` against ``import boto3``;
 - ``memory``: peak RSS of our backup and restore over a series of data-set sizes
-  (up to 4M keys with ``--memory-scale``), which also feeds the plot.
+  (up to 4M keys with ``--memory-scale``), which also feeds the plot;
+- ``drill``: the full-restore drill at the main size (RPO, RTO, per-step times, and whether
+  every independent check passed), run last, in its own process.
 
 Results go to ``bench/results/<UTC timestamp>.json`` (rewritten after every data-set size, so a
 long run that fails keeps what it measured) and the plot to ``docs/benchmarks-throughput.png``
@@ -31,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from . import coldstart, methods, summary, tools
+from . import drill as drill_bench
 from .dataset import DataSet, write_resp
 from .measure import BenchError, Sample, run_pipeline
 
-COMPARISONS = ("backup", "restore", "stages", "coldstart", "memory")
+COMPARISONS = ("backup", "restore", "stages", "coldstart", "memory", "drill")
 DEFAULT_KEYS = 1_000_000
 QUICK_KEYS = 100_000
 MEMORY_SCALE_KEYS = 4_000_000
@@ -397,6 +400,13 @@ def program(opts: Options) -> Path:
             ds = DataSet()
             for size in sizes:
                 measure_size(run, ds, size)
+            ds.stop()
+            ds = None
+        if opts.wants("drill"):
+            _log(f"\n== drill: full-restore scenario at {opts.keys:,} keys (its own process)")
+            run.results["drill"] = drill_bench.measure(opts.keys)
+            for line in drill_bench.log_lines(run.results["drill"]):
+                _log(line)
         path = run.save()
         print_summary(run, path, draw_plot(run))
         return path

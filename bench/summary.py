@@ -169,6 +169,22 @@ def targets(
     return found
 
 
+def drill_targets(drill: dict[str, Any] | None) -> list[Target]:
+    """The drill at the main size passes every check (1 when it did, 0 when it did not)."""
+    if drill is None:
+        return []
+    return [
+        Target(
+            "drill_passes",
+            f"full-restore drill passes every check at {drill['keys']:,} keys",
+            1.0 if drill["ok"] else 0.0,
+            ">=",
+            1.0,
+            "",
+        )
+    ]
+
+
 def resummarize(results: dict[str, Any]) -> dict[str, Any]:
     """Recompute medians, ratios and targets of a results file from its raw samples."""
     dataset_bytes = {
@@ -182,7 +198,9 @@ def resummarize(results: dict[str, Any]) -> dict[str, Any]:
         ratios={str(size): ratios(rows, size) for size in sizes},
         ratios_best={str(size): ratios(rows, size, "best_keys_per_second") for size in sizes},
         targets=[
-            t.as_dict() for t in targets(rows, main_size, results.get("stages"), results.get("coldstart"))
+            t.as_dict()
+            for t in targets(rows, main_size, results.get("stages"), results.get("coldstart"))
+            + drill_targets(results.get("drill"))
         ],
     )
     return results
