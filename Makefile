@@ -14,11 +14,12 @@ help:
 	@echo "make test    lint, type-check, validate the template and ASL, static security checks, run pytest"
 	@echo "make bench   run the benchmarks in bench/ (slow; not part of make test)"
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml local/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps -e local/
 	touch $(STAMP)
 
 setup: $(STAMP) redis
@@ -67,7 +68,7 @@ checkov: $(CHECKOV_STAMP)
 
 # Findings are fixed or marked `# nosec <test id>` with the reason on the line above.
 bandit: $(STAMP)
-	$(BIN)/bandit -q -r layers functions
+	$(BIN)/bandit -q -r layers functions local
 
 # Says NOT AUDITED (exit 0) where the vulnerability service cannot be reached; PIP_AUDIT_STRICT=1 fails then.
 pip-audit: $(STAMP)

@@ -16,8 +16,8 @@ from typing import Any
 import redis
 
 from servalsheets_backup.redis_logical import RecordStream, dump_keys
-from servalsheets_backup.testing.redis_server import RedisServer, start_redis
-from servalsheets_backup.testing.seed import seed_servalsheets
+from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
+from servalsheets_backup_local.testing.seed import seed_servalsheets
 
 HOUR_MS = 3_600_000
 REPL_DISKLESS_SYNC_DELAY = "0"  # Debian's default of 5 s adds 5 s to every `redis-cli --rdb`

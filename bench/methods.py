@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from servalsheets_backup.manifest import new_backup_id
-from servalsheets_backup.testing.redis_server import RedisServer
+from servalsheets_backup_local.testing.redis_server import RedisServer
 
 from .dataset import empty_target
 from .measure import BenchError, Completed, Meter, Sample, run_pipeline

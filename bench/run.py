@@ -194,7 +194,7 @@ def start_s3(run: Run) -> Any:
     """Start moto in this process with a bucket and a KMS key; returns the server to stop."""
     import boto3
 
-    from servalsheets_backup.testing.moto_server import start_moto
+    from servalsheets_backup_local.testing.moto_server import start_moto
 
     server = start_moto(execute_state_machines=False)
     session = boto3.session.Session(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from servalsheets_backup.testing.redis_server import RedisServer, start_redis
+from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVENTS_DIR = REPO_ROOT / "events"

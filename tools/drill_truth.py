@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "layers" / "shared"))
+sys.path[:0] = [str(REPO_ROOT / "layers" / "shared"), str(REPO_ROOT / "local")]
 
 import redis  # noqa: E402
 
-from servalsheets_backup import drill  # noqa: E402
 from servalsheets_backup.redis_logical import RecordStream, key_prefix, same_value  # noqa: E402
-from servalsheets_backup.testing.keyspace import Keyspace, wall_ms  # noqa: E402
+from servalsheets_backup_local import drill  # noqa: E402
+from servalsheets_backup_local.testing.keyspace import Keyspace, wall_ms  # noqa: E402
 
 LEGACY_TOLERANCE_MS = 5000  # the earlier checker's TTL_TOLERANCE_MS
 LEGACY_TTL_SLACK_MS = 60_000  # and the extra minute it allowed on TTL differences

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from servalsheets_backup.cli import program
-from servalsheets_backup.drill import SCENARIOS, run_drill
-from servalsheets_backup.testing.redis_server import pid_alive
+from servalsheets_backup_local.drill import SCENARIOS, run_drill
+from servalsheets_backup_local.testing.redis_server import pid_alive
 
 pytestmark = pytest.mark.drill
 
@@ -65,7 +65,7 @@ def test_human_report_ends_with_the_verdict(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_a_failing_drill_reports_why_and_leaves_nothing_running(monkeypatch: pytest.MonkeyPatch) -> None:
-    from servalsheets_backup import drill
+    from servalsheets_backup_local import drill
 
     def broken_disaster(environment: object) -> None:
         raise RuntimeError("simulated crash in the middle of the drill")
@@ -84,7 +84,7 @@ def test_the_checker_fails_a_restore_that_drops_shifts_or_alters_one_key(
     # Given a drill big enough for the checker to read in many batches, whose restore is
     # sabotaged right after the state machine reports success: one long-lived key deleted,
     # one key's TTL stretched by a minute, one value altered (its TTL kept)
-    from servalsheets_backup import drill
+    from servalsheets_backup_local import drill
 
     sabotaged: list[bytes] = []
     succeed = drill._expect_success

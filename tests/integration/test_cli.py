@@ -15,7 +15,7 @@ import pytest
 
 from servalsheets_backup.adapters.aws import reset_clients
 from servalsheets_backup.cli import program
-from servalsheets_backup.testing.moto_server import start_moto
+from servalsheets_backup_local.testing.moto_server import start_moto
 
 pytestmark = pytest.mark.integration
 SECRET_VALUE = "jwt-secret-value-that-must-never-leak-0123456789"

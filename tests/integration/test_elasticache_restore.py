@@ -18,7 +18,7 @@ from servalsheets_backup.manifest import Manifest, new_backup_id
 from servalsheets_backup.restore import InjectedFault, run_restore
 from servalsheets_backup.services import Services
 from servalsheets_backup.settings import Settings
-from servalsheets_backup.testing.redis_server import RedisServer
+from servalsheets_backup_local.testing.redis_server import RedisServer
 
 from .aws_account import create_backup_account
 

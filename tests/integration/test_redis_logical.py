@@ -12,8 +12,8 @@ import redis
 
 from servalsheets_backup import redis_logical as rl
 from servalsheets_backup.errors import IntegrityError, RedisBackupError, TransientError
-from servalsheets_backup.testing.redis_server import RedisServer, free_port, start_redis
-from servalsheets_backup.testing.seed import SeedSummary, seed_servalsheets
+from servalsheets_backup_local.testing.redis_server import RedisServer, free_port, start_redis
+from servalsheets_backup_local.testing.seed import SeedSummary, seed_servalsheets
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ import pytest
 import redis
 
 from servalsheets_backup.adapters import aws
-from servalsheets_backup.testing.environment import LocalEnvironment
-from servalsheets_backup.testing.moto_server import MotoServer, start_moto
-from servalsheets_backup.testing.redis_server import RedisServer, start_redis
-from servalsheets_backup.testing.seed import seed_servalsheets
+from servalsheets_backup_local.testing.environment import LocalEnvironment
+from servalsheets_backup_local.testing.moto_server import MotoServer, start_moto
+from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
+from servalsheets_backup_local.testing.seed import seed_servalsheets
 
 from .envsupport import LogCollector
 from .helpers import MiniStack, build_stack

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from servalsheets_backup.adapters.secrets import parameters_by_path
-from servalsheets_backup.testing.environment import ENV_SECRET, PARAMETER_PATH, LocalEnvironment
-from servalsheets_backup.testing.executions import Run, finish
+from servalsheets_backup_local.testing.environment import ENV_SECRET, PARAMETER_PATH, LocalEnvironment
+from servalsheets_backup_local.testing.executions import Run, finish
 
 from .helpers import Snapshot, redis_differences, redis_state, restore_snapshot
 

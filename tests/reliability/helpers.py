@@ -28,16 +28,16 @@ from servalsheets_backup.redis_logical import same_value
 from servalsheets_backup.services import Services
 from servalsheets_backup.settings import Settings
 from servalsheets_backup.store import EXPIRABLE_TAG, SetRef
-from servalsheets_backup.testing.intrinsics import Resolver
-from servalsheets_backup.testing.local_deploy import (
+from servalsheets_backup.tokenstore import encrypt_store, write_token_file_atomic
+from servalsheets_backup_local.testing.intrinsics import Resolver
+from servalsheets_backup_local.testing.local_deploy import (
     Deployment,
     LocalDeployer,
     Site,
     load_template,
 )
-from servalsheets_backup.testing.redis_server import RedisServer
-from servalsheets_backup.testing.servalsheets_state import redis_snapshot
-from servalsheets_backup.tokenstore import encrypt_store, write_token_file_atomic
+from servalsheets_backup_local.testing.redis_server import RedisServer
+from servalsheets_backup_local.testing.servalsheets_state import redis_snapshot
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"

@@ -19,7 +19,7 @@ from servalsheets_backup.backup import lock_name, run_backup
 from servalsheets_backup.cli import main
 from servalsheets_backup.errors import ConfigurationError
 from servalsheets_backup.restore import run_restore
-from servalsheets_backup.testing.redis_server import RedisServer
+from servalsheets_backup_local.testing.redis_server import RedisServer
 
 from .helpers import MiniStack, inject_error, redis_differences, redis_state, seed_random_values
 

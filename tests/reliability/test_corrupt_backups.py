@@ -30,7 +30,7 @@ from servalsheets_backup.envelope import DEFAULT_SEGMENT_SIZE, TAG_BYTES
 from servalsheets_backup.errors import BackupNotFoundError, IntegrityError
 from servalsheets_backup.restore import run_restore
 from servalsheets_backup.store import set_prefix
-from servalsheets_backup.testing.redis_server import RedisServer, start_redis
+from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
 
 from .helpers import MiniStack, redis_differences, redis_state, seed_random_values
 

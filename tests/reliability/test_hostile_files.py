@@ -16,8 +16,8 @@ import redis
 from servalsheets_backup import backup, backup_steps, component_snapshot
 from servalsheets_backup.cli import main
 from servalsheets_backup.errors import InvalidRdbError, TokenKeyMismatchError, TokenStoreError
-from servalsheets_backup.testing.redis_server import start_redis
 from servalsheets_backup.tokenstore import encrypt_store
+from servalsheets_backup_local.testing.redis_server import start_redis
 
 from .helpers import MiniStack
 

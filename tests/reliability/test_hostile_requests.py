@@ -18,8 +18,8 @@ import redis
 
 from servalsheets_backup import backup, backup_steps, restore
 from servalsheets_backup.errors import BackupNotFoundError, InvalidInputError
-from servalsheets_backup.testing.lambda_runner import LambdaRunner
-from servalsheets_backup.testing.redis_server import RedisServer
+from servalsheets_backup_local.testing.lambda_runner import LambdaRunner
+from servalsheets_backup_local.testing.redis_server import RedisServer
 
 from .helpers import REPO_ROOT, MiniStack, redis_differences, redis_state
 

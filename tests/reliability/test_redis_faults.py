@@ -21,8 +21,8 @@ from servalsheets_backup import redis_logical
 from servalsheets_backup.backup import lock_name, run_backup
 from servalsheets_backup.cli import main
 from servalsheets_backup.errors import RedisBackupError, TransientError
-from servalsheets_backup.testing.redis_server import RedisServer, start_redis
-from servalsheets_backup.testing.seed import seed_servalsheets
+from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
+from servalsheets_backup_local.testing.seed import seed_servalsheets
 
 from .helpers import MiniStack, start_redis_on
 
@@ -173,7 +173,7 @@ def test_tls_url_against_a_plain_server_names_the_cause(
 
 
 def test_unreachable_server_is_transient_and_names_the_address(stack: MiniStack) -> None:
-    from servalsheets_backup.testing.redis_server import free_port
+    from servalsheets_backup_local.testing.redis_server import free_port
 
     port = free_port()
     with pytest.raises(TransientError, match=rf"connect: Redis at 127\.0\.0\.1:{port} is unreachable"):

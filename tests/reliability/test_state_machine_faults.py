@@ -19,10 +19,10 @@ import redis
 from servalsheets_backup import redis_logical
 from servalsheets_backup.adapters.s3 import MultipartSink
 from servalsheets_backup.audit import read_audit
-from servalsheets_backup.testing.environment import REDIS_SECRET, LocalEnvironment
-from servalsheets_backup.testing.environment import start_environment as start
-from servalsheets_backup.testing.redis_server import free_port, start_redis
-from servalsheets_backup.testing.servalsheets_state import seed_state
+from servalsheets_backup_local.testing.environment import REDIS_SECRET, LocalEnvironment
+from servalsheets_backup_local.testing.environment import start_environment as start
+from servalsheets_backup_local.testing.redis_server import free_port, start_redis
+from servalsheets_backup_local.testing.servalsheets_state import seed_state
 
 from .envsupport import Run, execute, locks_held
 from .helpers import seed_random_values

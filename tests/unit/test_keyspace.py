@@ -10,7 +10,7 @@ from __future__ import annotations
 import redis
 
 from servalsheets_backup.redis_logical import compile_patterns
-from servalsheets_backup.testing.keyspace import (
+from servalsheets_backup_local.testing.keyspace import (
     TTL_TOLERANCE_MS,
     Keyspace,
     KeyState,
@@ -18,8 +18,8 @@ from servalsheets_backup.testing.keyspace import (
     capture_keyspace,
     compare_keyspaces,
 )
-from servalsheets_backup.testing.redis_server import RedisServer
-from servalsheets_backup.testing.seed import seed_servalsheets
+from servalsheets_backup_local.testing.redis_server import RedisServer
+from servalsheets_backup_local.testing.seed import seed_servalsheets
 
 T0 = 1_800_000_000_000
 MINUTE = 60_000

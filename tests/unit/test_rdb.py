@@ -21,7 +21,7 @@ from servalsheets_backup.rdb import (
     validate_rdb_file,
     validate_rdb_stream,
 )
-from servalsheets_backup.testing.redis_server import RedisServer, start_redis
+from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
 
 pytestmark = pytest.mark.unit
 

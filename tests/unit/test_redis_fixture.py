@@ -2,7 +2,7 @@
 
 import redis
 
-from servalsheets_backup.testing.redis_server import pid_alive, start_redis
+from servalsheets_backup_local.testing.redis_server import pid_alive, start_redis
 
 
 def test_server_answers_on_loopback_and_stops_by_pid() -> None:

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from servalsheets_backup.testing.environment import LocalEnvironment, start_environment
-from servalsheets_backup.testing.servalsheets_state import SeededState
+from servalsheets_backup_local.testing.environment import LocalEnvironment, start_environment
+from servalsheets_backup_local.testing.servalsheets_state import SeededState
 
 from .support import reset
 

@@ -22,16 +22,16 @@ from servalsheets_backup.handler_support import set_services_factory
 from servalsheets_backup.services import Services
 from servalsheets_backup.settings import Settings
 from servalsheets_backup.store import SetRef
-from servalsheets_backup.testing.environment import (
+from servalsheets_backup_local.testing.environment import (
     ENV_SECRET,
     PARAMETER_PATH,
     TOKEN_KEY_SECRET,
     LocalEnvironment,
 )
-from servalsheets_backup.testing.executions import Run, finish
-from servalsheets_backup.testing.redis_server import RedisServer
-from servalsheets_backup.testing.servalsheets_state import SeededState, redis_snapshot, seed_state
-from servalsheets_backup.testing.serverless_standin import ServerlessCacheStandIn
+from servalsheets_backup_local.testing.executions import Run, finish
+from servalsheets_backup_local.testing.redis_server import RedisServer
+from servalsheets_backup_local.testing.servalsheets_state import SeededState, redis_snapshot, seed_state
+from servalsheets_backup_local.testing.serverless_standin import ServerlessCacheStandIn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASL_FILES = {

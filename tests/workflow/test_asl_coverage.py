@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from servalsheets_backup.testing.environment import LocalEnvironment, start_environment
-from servalsheets_backup.testing.serverless_standin import (
+from servalsheets_backup_local.testing.environment import LocalEnvironment, start_environment
+from servalsheets_backup_local.testing.serverless_standin import (
     InvalidServerlessCacheStateFault,
     ServerlessCacheNotFoundFault,
     ServerlessCacheSnapshotNotFoundFault,

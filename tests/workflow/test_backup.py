@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from servalsheets_backup.services import Services
-from servalsheets_backup.testing.environment import TARGET_REDIS_SECRET, LocalEnvironment
-from servalsheets_backup.testing.seed import seed_servalsheets
-from servalsheets_backup.testing.servalsheets_state import SeededState, redis_snapshot
+from servalsheets_backup_local.testing.environment import TARGET_REDIS_SECRET, LocalEnvironment
+from servalsheets_backup_local.testing.seed import seed_servalsheets
+from servalsheets_backup_local.testing.servalsheets_state import SeededState, redis_snapshot
 
 from .support import (
     SCHEDULES,

@@ -15,8 +15,8 @@ import pytest
 from servalsheets_backup.adapters.elasticache import snapshot_name
 from servalsheets_backup.component_redis_restore import seed_key
 from servalsheets_backup.component_snapshot import STAGING_PREFIX
-from servalsheets_backup.testing.environment import REDIS_SECRET, LocalEnvironment, start_environment
-from servalsheets_backup.testing.servalsheets_state import SeededState
+from servalsheets_backup_local.testing.environment import REDIS_SECRET, LocalEnvironment, start_environment
+from servalsheets_backup_local.testing.servalsheets_state import SeededState
 
 from .support import (
     ELASTICACHE_PARAMETERS,

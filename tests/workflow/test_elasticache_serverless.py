@@ -22,9 +22,9 @@ from servalsheets_backup.backup import run_backup as run_backup_in_process
 from servalsheets_backup.component_snapshot import SERVERLESS_EXPORT_TIMEOUT_SECONDS, STAGING_PREFIX
 from servalsheets_backup.services import Services
 from servalsheets_backup.settings import Settings
-from servalsheets_backup.testing.environment import REDIS_SECRET, LocalEnvironment, start_environment
-from servalsheets_backup.testing.servalsheets_state import SeededState, redis_snapshot
-from servalsheets_backup.testing.serverless_standin import (
+from servalsheets_backup_local.testing.environment import REDIS_SECRET, LocalEnvironment, start_environment
+from servalsheets_backup_local.testing.servalsheets_state import SeededState, redis_snapshot
+from servalsheets_backup_local.testing.serverless_standin import (
     ServerlessCacheNotFoundFault,
     ServerlessCacheStandIn,
     folder_export_key,

@@ -20,14 +20,14 @@ import redis
 from servalsheets_backup.adapters.secrets import secret_field
 from servalsheets_backup.errors import LockHeldError
 from servalsheets_backup.redis_logical import OAUTH_KEY_PATTERNS, key_prefix
-from servalsheets_backup.testing.environment import (
+from servalsheets_backup.tokenstore import encrypt_store, parse_key, write_token_file_atomic
+from servalsheets_backup_local.testing.environment import (
     ENV_SECRET,
     PARAMETER_PATH,
     TOKEN_KEY_SECRET,
     LocalEnvironment,
 )
-from servalsheets_backup.testing.servalsheets_state import SeededState, redis_snapshot
-from servalsheets_backup.tokenstore import encrypt_store, parse_key, write_token_file_atomic
+from servalsheets_backup_local.testing.servalsheets_state import SeededState, redis_snapshot
 
 from .support import (
     LambdaGate,

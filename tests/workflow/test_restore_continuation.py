@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from servalsheets_backup.testing.environment import TARGET_REDIS_SECRET, LocalEnvironment
-from servalsheets_backup.testing.seed import seed_servalsheets
+from servalsheets_backup_local.testing.environment import TARGET_REDIS_SECRET, LocalEnvironment
+from servalsheets_backup_local.testing.seed import seed_servalsheets
 
 pytestmark = pytest.mark.workflow
 # `env`: the module-scoped logical deployment of tests/workflow/conftest.py.

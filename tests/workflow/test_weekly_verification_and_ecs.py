@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from servalsheets_backup.freshness import VERIFICATION_MARKER
-from servalsheets_backup.testing.environment import LocalEnvironment, start_environment
-from servalsheets_backup.testing.servalsheets_state import redis_snapshot, seed_state
+from servalsheets_backup_local.testing.environment import LocalEnvironment, start_environment
+from servalsheets_backup_local.testing.servalsheets_state import redis_snapshot, seed_state
 
 pytestmark = pytest.mark.workflow
 CLUSTER, SERVICE = "servalsheets", "servalsheets-mcp"

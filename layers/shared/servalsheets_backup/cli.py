@@ -151,10 +151,48 @@ def _keygen_args(command: argparse.ArgumentParser) -> None:
     )
 
 
+# Commands other distributions add through this entry point group: the local distribution
+# (servalsheets-backup-local, installed by `make drill`) adds `drill`. The runtime package, which
+# the Lambda layer ships, has none of their code.
+PLUGIN_GROUP = "servalsheets_backup.cli"
+PLUGIN_COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {}
+
+
 def _register_extensions(sub: Any) -> None:
+    from importlib.metadata import entry_points
+
     from . import cli_restore
 
     cli_restore.register(sub, _add)
+    unloadable: dict[str, str] = {}
+    for plugin in entry_points(group=PLUGIN_GROUP):
+        try:
+            register = plugin.load()
+        except ImportError as exc:  # installed, but what it needs is not (moto, say)
+            unloadable[plugin.name] = f"{type(exc).__name__}: {exc}"
+            continue
+        PLUGIN_COMMANDS.update(register(sub, _add))
+    if "drill" not in PLUGIN_COMMANDS:
+        _add(sub, "drill", "The local drill (not installed: see `make drill`).", "make drill", _any_args)
+        PLUGIN_COMMANDS["drill"] = _not_installed("drill", unloadable.get("drill"))
+
+
+def _any_args(command: argparse.ArgumentParser) -> None:
+    # Whatever the missing command's options were, take them as words, so the user hears
+    # that the command is missing rather than that its options are unknown.
+    command.prefix_chars = "\0"
+    command.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+
+
+def _not_installed(command: str, why: str | None) -> Callable[[argparse.Namespace, Output], int]:
+    def refuse(args: argparse.Namespace, out: Output) -> int:
+        cause = f" (its plugin failed to load: {why})" if why else ""
+        raise InvalidInputError(
+            f"the {command} is not installed{cause}: it comes with the local distribution, not the "
+            "runtime package. From a checkout, run `make drill`, or `pip install -e local/`"
+        )
+
+    return refuse
 
 
 # -- output ----------------------------------------------------------------------------
@@ -400,7 +438,7 @@ def program(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | 
     """Parse ``argv`` and run the command; raises BackupSystemError subclasses on failure."""
     args = build_parser().parse_args(list(argv))
     out = Output(getattr(args, "json", False), stdout, stderr)
-    handler = COMMANDS.get(args.command)
+    handler = COMMANDS.get(args.command) or PLUGIN_COMMANDS.get(args.command)
     if handler is None:
         from . import cli_restore
 

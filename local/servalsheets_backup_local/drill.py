@@ -21,8 +21,9 @@ from typing import Any
 
 import redis
 
-from .cli_restore import DRILL_SCENARIOS
-from .redis_logical import OAUTH_KEY_PATTERNS, compile_patterns
+from servalsheets_backup.redis_logical import OAUTH_KEY_PATTERNS, compile_patterns
+
+from .scenarios import DRILL_SCENARIOS
 from .testing.environment import (
     ENV_SECRET,
     REDIS_SECRET,
@@ -144,9 +145,9 @@ def _install_serverless_stand_in(
     environment: LocalEnvironment, report: DrillReport
 ) -> ServerlessCacheStandIn:
     """ElastiCache Serverless for the handlers: the production redis-server is the cache."""
-    from .handler_support import set_services_factory
-    from .services import Services
-    from .settings import Settings
+    from servalsheets_backup.handler_support import set_services_factory
+    from servalsheets_backup.services import Services
+    from servalsheets_backup.settings import Settings
 
     stand_in = ServerlessCacheStandIn()
     stand_in.register(SERVERLESS_CACHE, environment.production)
@@ -475,7 +476,7 @@ def _unchanged(environment: LocalEnvironment, before: Keyspace) -> tuple[bool, s
 
 
 def _check_secret_hygiene(environment: LocalEnvironment, seeded: SeededState, report: DrillReport) -> None:
-    from .audit import read_audit
+    from servalsheets_backup.audit import read_audit
 
     store = environment.services().store
     texts = [json.dumps(read_audit(store.s3, store.bucket))]

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from ..adapters import aws
+from servalsheets_backup.adapters import aws
+
 from .intrinsics import NO_VALUE, Resolver
 from .lambda_runner import LambdaRunner
 

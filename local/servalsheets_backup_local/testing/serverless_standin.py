@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..adapters import aws
-from ..adapters.elasticache import SNAPSHOT_PREFIX, CacheInfo, SnapshotInfo
+from servalsheets_backup.adapters import aws
+from servalsheets_backup.adapters.elasticache import SNAPSHOT_PREFIX, CacheInfo, SnapshotInfo
+
 from .redis_server import RedisServer, start_redis
 
 

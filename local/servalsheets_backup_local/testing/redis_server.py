@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigurationError
+from servalsheets_backup.errors import ConfigurationError
 
 
 def free_port() -> int:

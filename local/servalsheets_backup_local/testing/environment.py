@@ -18,17 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..adapters import aws
-from ..observability import CollectingMetrics
-from ..services import Services
-from ..settings import Settings
+from servalsheets_backup.adapters import aws
+from servalsheets_backup.observability import CollectingMetrics
+from servalsheets_backup.services import Services
+from servalsheets_backup.settings import Settings
+
 from .app_standin import AppStandIn
 from .lambda_runner import LambdaRunner
 from .local_deploy import Deployment, LocalDeployer
 from .moto_server import MotoServer, start_moto
 from .redis_server import RedisServer, start_redis
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 # bandit B105: names of the drill's Secrets Manager secrets, not their values.
 REDIS_SECRET = "servalsheets/drill/redis-url"  # nosec B105
 TARGET_REDIS_SECRET = "servalsheets/drill/restore-test-redis-url"  # nosec B105
@@ -189,7 +190,7 @@ class LocalEnvironment:
 
     def close(self) -> None:
         """Stop every process this environment started and restore the process environment."""
-        from ..handler_support import set_services_factory
+        from servalsheets_backup.handler_support import set_services_factory
 
         while self.undo:
             self.undo.pop()()
@@ -299,7 +300,7 @@ def start_environment(
 
 
 def _install_services_factory(environment: LocalEnvironment) -> None:
-    from ..handler_support import set_services_factory
+    from servalsheets_backup.handler_support import set_services_factory
 
     set_services_factory(lambda: Services(Settings.from_env(), environment.metrics))
 

@@ -1,0 +1,144 @@
+"""The Lambda layer ships the runtime package only: no drill, no harness, no moto.
+
+``SharedLayer``'s ContentUri is what ``sam build`` copies into the layer (beside the pinned
+requirements it installs). These tests list that folder as SAM would, pin the list, and import
+every runtime module and every handler in a fresh interpreter in which the local distribution
+and the development dependencies cannot be imported at all.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from .template_helpers import REPO_ROOT, source_template
+
+pytestmark = pytest.mark.unit
+
+# What the local distribution and the tests bring; none of it may be needed at run time.
+LOCAL_ONLY = ("moto", "yaml", "samtranslator", "cfnlint", "pytest", "servalsheets_backup_local")
+# Launchers (redis-server, moto) are the harness's business: runtime code starts no process.
+NOT_IN_RUNTIME_CODE = (*LOCAL_ONLY, "subprocess")
+
+LAYER_FILES = """
+requirements.txt
+servalsheets_backup/__init__.py
+servalsheets_backup/adapters/__init__.py
+servalsheets_backup/adapters/aws.py
+servalsheets_backup/adapters/elasticache.py
+servalsheets_backup/adapters/files.py
+servalsheets_backup/adapters/s3.py
+servalsheets_backup/adapters/secrets.py
+servalsheets_backup/audit.py
+servalsheets_backup/backup.py
+servalsheets_backup/backup_steps.py
+servalsheets_backup/cli.py
+servalsheets_backup/cli_restore.py
+servalsheets_backup/component_config.py
+servalsheets_backup/component_redis.py
+servalsheets_backup/component_redis_restore.py
+servalsheets_backup/component_snapshot.py
+servalsheets_backup/component_tokens.py
+servalsheets_backup/encoding.py
+servalsheets_backup/envelope.py
+servalsheets_backup/errors.py
+servalsheets_backup/freshness.py
+servalsheets_backup/handler_support.py
+servalsheets_backup/health.py
+servalsheets_backup/keys.py
+servalsheets_backup/locks.py
+servalsheets_backup/manifest.py
+servalsheets_backup/observability.py
+servalsheets_backup/rdb.py
+servalsheets_backup/redis_logical.py
+servalsheets_backup/restore.py
+servalsheets_backup/schemas.py
+servalsheets_backup/services.py
+servalsheets_backup/settings.py
+servalsheets_backup/store.py
+servalsheets_backup/tokenstore.py
+""".split()
+
+
+def layer_root() -> Path:
+    """The folder SharedLayer's ContentUri names."""
+    layer = source_template()["Resources"]["SharedLayer"]
+    return REPO_ROOT / layer["Properties"]["ContentUri"]
+
+
+def layer_files() -> list[str]:
+    """Files ``sam build`` copies from ContentUri (it skips caches; pip's egg-info is local only)."""
+    root = layer_root()
+    return sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and not any(part.endswith(".egg-info") for part in path.parts)
+    )
+
+
+def test_the_layer_holds_exactly_the_runtime_package() -> None:
+    assert layer_files() == sorted(LAYER_FILES)
+
+
+def _imported_modules(path: Path) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module.split(".")[0])
+    return modules
+
+
+def test_no_runtime_module_imports_the_harness_or_a_development_dependency() -> None:
+    python_files = [*layer_root().rglob("*.py"), *(REPO_ROOT / "functions").rglob("*.py")]
+    offenders = {
+        str(path.relative_to(REPO_ROOT)): sorted(_imported_modules(path) & set(NOT_IN_RUNTIME_CODE))
+        for path in python_files
+    }
+    assert {path: found for path, found in offenders.items() if found} == {}
+
+
+def test_every_module_and_handler_imports_without_the_local_distribution() -> None:
+    # A fresh interpreter in which the local distribution and the development dependencies
+    # cannot be imported at all, like the Lambda runtime with only the layer on its path.
+    script = textwrap.dedent(
+        f"""
+        import importlib, importlib.abc, importlib.util, io, pkgutil, sys
+        from pathlib import Path
+
+        class Refuse(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {LOCAL_ONLY!r}:
+                    raise ImportError(f"{{name}} is not in the layer")
+                return None
+
+        sys.meta_path.insert(0, Refuse())
+        sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("local")]
+        sys.path.insert(0, {str(layer_root())!r})
+        import servalsheets_backup
+        for info in pkgutil.walk_packages(servalsheets_backup.__path__, "servalsheets_backup."):
+            importlib.import_module(info.name)
+        for app in sorted(Path({str(REPO_ROOT / "functions")!r}).glob("*/app.py")):
+            spec = importlib.util.spec_from_file_location(app.parent.name, app)
+            spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        from servalsheets_backup.cli import program
+        from servalsheets_backup.errors import InvalidInputError
+        try:
+            program(["drill", "--keys", "10"], io.StringIO(), io.StringIO())
+        except InvalidInputError as exc:
+            print("drill:", exc)
+        """
+    )
+    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "drill: the drill is not installed" in done.stdout and "make drill" in done.stdout
