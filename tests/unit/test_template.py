@@ -654,9 +654,12 @@ def test_substitutions_are_only_arns_and_names(source: dict[str, Any], machine: 
 def test_state_machines_may_invoke_exactly_what_they_call(source: dict[str, Any], machine: str) -> None:
     properties = source["Resources"][machine]["Properties"]
     invokable = {
-        p["LambdaInvokePolicy"]["FunctionName"]["Ref"]
-        for p in properties["Policies"]
-        if "LambdaInvokePolicy" in p
+        resource["Fn::GetAtt"][0]
+        for policy in properties["Policies"]
+        if isinstance(policy, dict) and "Statement" in policy
+        for statement in policy["Statement"]
+        if statement.get("Sid") == "InvokeWorkflowFunctions"
+        for resource in statement["Resource"]
     }
     substituted = {
         k.removesuffix("Arn") for k in properties["DefinitionSubstitutions"] if k.endswith("FunctionArn")
