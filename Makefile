@@ -6,8 +6,11 @@ STAMP  := $(VENV)/.installed
 # checkov pins boto3 1.35 (and old packaging, networkx): it gets a virtualenv of its own.
 CHECKOV_VENV  := $(VENV)/checkov-env
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+# aws-sam-cli pins boto3 1.43: a virtualenv of its own too.
+SAM_VENV  := $(VENV)/sam-env
+SAM_STAMP := $(SAM_VENV)/.installed
 
-.PHONY: help setup redis drill test lint typecheck cfn-lint statelint checkov bandit pip-audit pytest bench diagrams clean
+.PHONY: help setup redis drill test lint typecheck cfn-lint statelint sam-validate checkov bandit pip-audit layer pytest bench diagrams clean
 
 help:
 	@echo "make drill   run the local disaster-recovery drill (no AWS account needed)"
@@ -47,6 +50,16 @@ typecheck: $(STAMP)
 cfn-lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 
+# SAM CLI's own validation, offline: translation checks and its cfn-lint pass (no AWS account needed).
+$(SAM_STAMP): requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
+	touch $(SAM_STAMP)
+
+sam-validate: $(SAM_STAMP)
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/sam validate --lint --template template.yaml
+
 statelint: $(STAMP)
 	@for f in statemachines/*.asl.json; do \
 	  echo "statelint $$f"; $(BIN)/statelint --ignore=URI $$f || exit 1; done
@@ -74,10 +87,15 @@ bandit: $(STAMP)
 pip-audit: $(STAMP)
 	$(BIN)/python tests/reliability/pip_audit_gate.py requirements.txt
 
+# The Lambda layer built as sam build would, for the runtime and architecture template.yaml declares
+# (wheels for manylinux2014_aarch64, python3.12): fails on a missing wheel or over 250 MB unzipped.
+layer: $(STAMP)
+	$(BIN)/python tools/build_layer.py
+
 pytest: setup
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-test: lint typecheck cfn-lint statelint bandit checkov pip-audit pytest
+test: lint typecheck cfn-lint sam-validate statelint bandit checkov pip-audit layer pytest
 
 bench: setup
 	$(BIN)/pip install --quiet -r bench/requirements.txt

@@ -22,14 +22,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO_ROOT / "layers" / "shared"), str(REPO_ROOT / "local")]
+import redis
 
-import redis  # noqa: E402
-
-from servalsheets_backup.redis_logical import RecordStream, key_prefix, same_value  # noqa: E402
-from servalsheets_backup_local import drill  # noqa: E402
-from servalsheets_backup_local.testing.keyspace import Keyspace, wall_ms  # noqa: E402
+from servalsheets_backup.redis_logical import RecordStream, key_prefix, same_value
+from servalsheets_backup_local import drill
+from servalsheets_backup_local.testing.keyspace import Keyspace, wall_ms
 
 LEGACY_TOLERANCE_MS = 5000  # the earlier checker's TTL_TOLERANCE_MS
 LEGACY_TTL_SLACK_MS = 60_000  # and the extra minute it allowed on TTL differences
