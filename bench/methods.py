@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from servalsheets_backup.manifest import new_backup_id
+from servalsheets_backup.format.manifest import new_backup_id
 from servalsheets_backup_local.testing.redis_server import RedisServer
 
 from .dataset import empty_target

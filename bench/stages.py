@@ -23,8 +23,8 @@ from pathlib import Path
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from servalsheets_backup.envelope import COMPRESSION_NONE, EnvelopeWriter, decrypt_stream
-from servalsheets_backup.keys import LocalKeyring
+from servalsheets_backup.format.envelope import COMPRESSION_NONE, EnvelopeWriter, decrypt_stream
+from servalsheets_backup.format.keys import LocalKeyring
 
 SEGMENT = 1 << 20
 CONTEXT = {"servalsheets:object": "bench"}

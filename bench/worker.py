@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from servalsheets_backup.envelope import EnvelopeWriter, decrypt_stream, keyring_resolver
-from servalsheets_backup.keys import LocalKeyring, encryption_context
-from servalsheets_backup.redis_logical import connect, dump_keys, restore_records
+from servalsheets_backup.components.redis_logical import connect, dump_keys, restore_records
+from servalsheets_backup.format.envelope import EnvelopeWriter, decrypt_stream, keyring_resolver
+from servalsheets_backup.format.keys import LocalKeyring, encryption_context
 
 ENVIRONMENT = "bench"
 KIND = "redis"
@@ -68,8 +68,8 @@ def backup_file(args: argparse.Namespace) -> dict[str, Any]:
 def backup_s3(args: argparse.Namespace) -> dict[str, Any]:
     """The production path: BackupStore.open_object (MultipartSink, KMS data key) fed by dump_keys."""
     from servalsheets_backup.adapters import aws
-    from servalsheets_backup.keys import KmsKeyring
-    from servalsheets_backup.store import BackupStore
+    from servalsheets_backup.format.keys import KmsKeyring
+    from servalsheets_backup.store.sets import BackupStore
 
     s3, kms = aws.client("s3"), aws.client("kms")  # AWS_ENDPOINT_URL points at the moto server
     store = BackupStore(

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from servalsheets_backup.redis_logical import RecordStream, key_prefix, same_value
+from servalsheets_backup.components.redis_logical import RecordStream, key_prefix, same_value
 from servalsheets_backup_local import drill
 from servalsheets_backup_local.testing.keyspace import Keyspace, wall_ms
 

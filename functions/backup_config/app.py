@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from servalsheets_backup import backup, backup_steps
 from servalsheets_backup.handler_support import logger, owner_of, require_object, services, tracer
+from servalsheets_backup.workflows import backup, backup_steps
 
 
 @logger.inject_lambda_context(log_event=False)

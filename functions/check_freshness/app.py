@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from servalsheets_backup import freshness
 from servalsheets_backup.handler_support import logger, services, tracer
+from servalsheets_backup.workflows import freshness
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -2,7 +2,6 @@
 
 from typing import Any
 
-from servalsheets_backup import backup_steps
 from servalsheets_backup.handler_support import (
     deadline_of,
     logger,
@@ -10,6 +9,7 @@ from servalsheets_backup.handler_support import (
     services,
     tracer,
 )
+from servalsheets_backup.workflows import backup_steps
 
 
 @logger.inject_lambda_context(log_event=False)

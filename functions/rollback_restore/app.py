@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from servalsheets_backup import restore
 from servalsheets_backup.handler_support import deadline_of, logger, require_object, services, tracer
+from servalsheets_backup.workflows import restore
 
 
 @logger.inject_lambda_context(log_event=False)

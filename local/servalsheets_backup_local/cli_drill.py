@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from servalsheets_backup.errors import InvalidInputError
-from servalsheets_backup.manifest import COMPONENT_KINDS
+from servalsheets_backup.format.manifest import COMPONENT_KINDS
 
 from .scenarios import DRILL_SCENARIOS
 

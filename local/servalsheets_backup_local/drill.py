@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from servalsheets_backup.redis_logical import OAUTH_KEY_PATTERNS, compile_patterns
+from servalsheets_backup.components.redis_logical import OAUTH_KEY_PATTERNS, compile_patterns
 
 from .scenarios import DRILL_SCENARIOS
 from .testing.environment import (
@@ -476,7 +476,7 @@ def _unchanged(environment: LocalEnvironment, before: Keyspace) -> tuple[bool, s
 
 
 def _check_secret_hygiene(environment: LocalEnvironment, seeded: SeededState, report: DrillReport) -> None:
-    from servalsheets_backup.audit import read_audit
+    from servalsheets_backup.store.audit import read_audit
 
     store = environment.services().store
     texts = [json.dumps(read_audit(store.s3, store.bucket))]

@@ -8,7 +8,7 @@ import socket
 import pytest
 import redis
 
-from servalsheets_backup.cli import program
+from servalsheets_backup.cli.main import program
 from servalsheets_backup_local.drill import SCENARIOS, run_drill
 from servalsheets_backup_local.testing.redis_server import pid_alive
 

@@ -11,20 +11,21 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from servalsheets_backup import backup, component_config
 from servalsheets_backup.adapters.aws import reset_clients
-from servalsheets_backup.audit import read_audit
+from servalsheets_backup.components import config as component_config
 from servalsheets_backup.errors import LockHeldError, TokenKeyMismatchError, TokenStoreError
-from servalsheets_backup.observability import CollectingMetrics
-from servalsheets_backup.services import Services
-from servalsheets_backup.settings import Settings
-from servalsheets_backup.tokenstore import (
+from servalsheets_backup.format.tokenstore import (
     decrypt_store,
     encrypt_store,
     key_fingerprint,
     parse_key,
     parse_store,
 )
+from servalsheets_backup.observability import CollectingMetrics
+from servalsheets_backup.services import Services
+from servalsheets_backup.settings import Settings
+from servalsheets_backup.store.audit import read_audit
+from servalsheets_backup.workflows import backup
 
 from .aws_account import create_backup_account
 

@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from servalsheets_backup.adapters.aws import reset_clients
-from servalsheets_backup.cli import program
+from servalsheets_backup.cli.main import program
 from servalsheets_backup_local.testing.moto_server import start_moto
 
 pytestmark = pytest.mark.integration

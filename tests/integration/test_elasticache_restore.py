@@ -14,10 +14,10 @@ from moto import mock_aws
 
 from servalsheets_backup.adapters.aws import reset_clients
 from servalsheets_backup.errors import InvalidInputError
-from servalsheets_backup.manifest import Manifest, new_backup_id
-from servalsheets_backup.restore import InjectedFault, run_restore
+from servalsheets_backup.format.manifest import Manifest, new_backup_id
 from servalsheets_backup.services import Services
 from servalsheets_backup.settings import Settings
+from servalsheets_backup.workflows.restore import InjectedFault, run_restore
 from servalsheets_backup_local.testing.redis_server import RedisServer
 
 from .aws_account import create_backup_account

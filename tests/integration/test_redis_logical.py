@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from servalsheets_backup import redis_logical as rl
+from servalsheets_backup.components import redis_logical as rl
 from servalsheets_backup.errors import IntegrityError, RedisBackupError, TransientError
 from servalsheets_backup_local.testing.redis_server import RedisServer, free_port, start_redis
 from servalsheets_backup_local.testing.seed import SeedSummary, seed_servalsheets

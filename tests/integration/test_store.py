@@ -11,9 +11,9 @@ import pytest
 from moto import mock_aws
 
 from servalsheets_backup.errors import BackupNotFoundError, IntegrityError, InvalidInputError
-from servalsheets_backup.keys import KmsKeyring
-from servalsheets_backup.manifest import Manifest, new_backup_id
-from servalsheets_backup.store import EXPIRABLE_TAG, BackupStore, set_prefix
+from servalsheets_backup.format.keys import KmsKeyring
+from servalsheets_backup.format.manifest import Manifest, new_backup_id
+from servalsheets_backup.store.sets import EXPIRABLE_TAG, BackupStore, set_prefix
 
 pytestmark = pytest.mark.integration
 BUCKET = "ssbk-test-bucket"
@@ -117,7 +117,7 @@ def test_manifest_tamper_raises_integrity_error(store: BackupStore) -> None:
 
 
 def test_manifest_is_write_once(store: BackupStore) -> None:
-    from servalsheets_backup.store import SetExistsError
+    from servalsheets_backup.store.sets import SetExistsError
 
     backup_id, manifest = _write_set(store)
     with pytest.raises(SetExistsError):

@@ -22,13 +22,13 @@ import redis
 from botocore.awsrequest import AWSResponse
 
 from servalsheets_backup.adapters import aws
-from servalsheets_backup.audit import read_audit
+from servalsheets_backup.components.redis_logical import same_value
+from servalsheets_backup.format.tokenstore import encrypt_store, write_token_file_atomic
 from servalsheets_backup.observability import CollectingMetrics
-from servalsheets_backup.redis_logical import same_value
 from servalsheets_backup.services import Services
 from servalsheets_backup.settings import Settings
-from servalsheets_backup.store import EXPIRABLE_TAG, SetRef
-from servalsheets_backup.tokenstore import encrypt_store, write_token_file_atomic
+from servalsheets_backup.store.audit import read_audit
+from servalsheets_backup.store.sets import EXPIRABLE_TAG, SetRef
 from servalsheets_backup_local.testing.intrinsics import Resolver
 from servalsheets_backup_local.testing.local_deploy import (
     Deployment,

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import pytest
 from botocore.exceptions import ClientError
 
-from servalsheets_backup.backup import lock_name, run_backup
-from servalsheets_backup.cli import main
+from servalsheets_backup.cli.main import main
 from servalsheets_backup.errors import ConfigurationError
-from servalsheets_backup.restore import run_restore
+from servalsheets_backup.workflows.backup import lock_name, run_backup
+from servalsheets_backup.workflows.restore import run_restore
 from servalsheets_backup_local.testing.redis_server import RedisServer
 
 from .helpers import MiniStack, inject_error, redis_differences, redis_state, seed_random_values

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from servalsheets_backup import locks
 from servalsheets_backup.adapters.s3 import PART_SIZE, MultipartSink
-from servalsheets_backup.backup import lock_name, run_backup
 from servalsheets_backup.errors import LockHeldError
+from servalsheets_backup.store import locks
+from servalsheets_backup.workflows.backup import lock_name, run_backup
 from servalsheets_backup_local.testing.moto_server import MotoServer
 
 from .helpers import MiniStack, aborting_rules, lifecycle_rules, seed_random_values

@@ -24,12 +24,12 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from servalsheets_backup.backup import run_backup
-from servalsheets_backup.cli import main
-from servalsheets_backup.envelope import DEFAULT_SEGMENT_SIZE, TAG_BYTES
+from servalsheets_backup.cli.main import main
 from servalsheets_backup.errors import BackupNotFoundError, IntegrityError
-from servalsheets_backup.restore import run_restore
-from servalsheets_backup.store import set_prefix
+from servalsheets_backup.format.envelope import DEFAULT_SEGMENT_SIZE, TAG_BYTES
+from servalsheets_backup.store.sets import set_prefix
+from servalsheets_backup.workflows.backup import run_backup
+from servalsheets_backup.workflows.restore import run_restore
 from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
 
 from .helpers import MiniStack, redis_differences, redis_state, seed_random_values

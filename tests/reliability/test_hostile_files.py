@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import redis
 
-from servalsheets_backup import backup, backup_steps, component_snapshot
-from servalsheets_backup.cli import main
+from servalsheets_backup.cli.main import main
+from servalsheets_backup.components import redis_snapshot as component_snapshot
 from servalsheets_backup.errors import InvalidRdbError, TokenKeyMismatchError, TokenStoreError
-from servalsheets_backup.tokenstore import encrypt_store
+from servalsheets_backup.format.tokenstore import encrypt_store
+from servalsheets_backup.workflows import backup, backup_steps
 from servalsheets_backup_local.testing.redis_server import start_redis
 
 from .helpers import MiniStack

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from servalsheets_backup import backup, backup_steps, restore
 from servalsheets_backup.errors import BackupNotFoundError, InvalidInputError
+from servalsheets_backup.workflows import backup, backup_steps, restore
 from servalsheets_backup_local.testing.lambda_runner import LambdaRunner
 from servalsheets_backup_local.testing.redis_server import RedisServer
 

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from servalsheets_backup import restore
-from servalsheets_backup.backup import run_backup
 from servalsheets_backup.errors import BackupSystemError
-from servalsheets_backup.manifest import MANIFEST_NAME, new_backup_id
-from servalsheets_backup.store import EXPIRABLE_TAG, set_prefix
+from servalsheets_backup.format.manifest import MANIFEST_NAME, new_backup_id
+from servalsheets_backup.store.sets import EXPIRABLE_TAG, set_prefix
+from servalsheets_backup.workflows import restore
+from servalsheets_backup.workflows.backup import run_backup
 from servalsheets_backup_local.testing.local_deploy import load_template
 from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import redis
 
-from servalsheets_backup import redis_logical
-from servalsheets_backup.backup import lock_name, run_backup
-from servalsheets_backup.cli import main
+from servalsheets_backup.cli.main import main
+from servalsheets_backup.components import redis_logical
 from servalsheets_backup.errors import RedisBackupError, TransientError
+from servalsheets_backup.workflows.backup import lock_name, run_backup
 from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
 from servalsheets_backup_local.testing.seed import seed_servalsheets
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from servalsheets_backup.audit import read_audit
-from servalsheets_backup.cli import main
-from servalsheets_backup.tokenstore import encrypt_store, parse_key, write_token_file_atomic
+from servalsheets_backup.cli.main import main
+from servalsheets_backup.format.tokenstore import encrypt_store, parse_key, write_token_file_atomic
+from servalsheets_backup.store.audit import read_audit
 from servalsheets_backup_local.testing.environment import ENV_SECRET, PARAMETER_PATH, LocalEnvironment
 from servalsheets_backup_local.testing.environment import start_environment as start
 from servalsheets_backup_local.testing.servalsheets_state import SeededState, seed_state

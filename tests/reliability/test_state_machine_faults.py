@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import redis
 
-from servalsheets_backup import redis_logical
 from servalsheets_backup.adapters.s3 import MultipartSink
-from servalsheets_backup.audit import read_audit
+from servalsheets_backup.components import redis_logical
+from servalsheets_backup.store.audit import read_audit
 from servalsheets_backup_local.testing.environment import REDIS_SECRET, LocalEnvironment
 from servalsheets_backup_local.testing.environment import start_environment as start
 from servalsheets_backup_local.testing.redis_server import free_port, start_redis

@@ -11,8 +11,8 @@ import io
 import json
 from typing import Any
 
-from servalsheets_backup.envelope import COMPRESSION_NONE, COMPRESSION_ZSTD, encrypt_bytes
-from servalsheets_backup.keys import DataKey, encryption_context
+from servalsheets_backup.format.envelope import COMPRESSION_NONE, COMPRESSION_ZSTD, encrypt_bytes
+from servalsheets_backup.format.keys import DataKey, encryption_context
 
 DATA_KEY = bytes(range(32))
 NONCE_PREFIX = bytes.fromhex("a0a1a2a3a4a5a6")

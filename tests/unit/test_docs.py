@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from servalsheets_backup import cli_restore
-from servalsheets_backup.cli import build_parser
-from servalsheets_backup.redis_logical import OAUTH_KEY_PATTERNS
-from servalsheets_backup.schemas import RestoreRequest, parse
+from servalsheets_backup.cli import restore as cli_restore
+from servalsheets_backup.cli.main import build_parser
+from servalsheets_backup.components.redis_logical import OAUTH_KEY_PATTERNS
+from servalsheets_backup.workflows.requests import RestoreRequest, parse
 
 pytestmark = pytest.mark.unit
 

@@ -12,15 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from servalsheets_backup.envelope import (
+from servalsheets_backup.errors import IntegrityError
+from servalsheets_backup.format.envelope import (
     COMPRESSION_NONE,
     COMPRESSION_ZSTD,
     MAGIC,
     TAG_BYTES,
     decrypt_stream,
 )
-from servalsheets_backup.errors import IntegrityError
-from servalsheets_backup.keys import (
+from servalsheets_backup.format.keys import (
     EscrowKeyring,
     EscrowRecipient,
     KmsKeyring,
@@ -131,7 +131,7 @@ def test_random_bit_flips_fail(position: int, bit: int) -> None:
 def test_escrow_key_decrypts_without_kms(algorithm: str) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa, x25519
 
-    from servalsheets_backup.envelope import encrypt_bytes, keyring_resolver
+    from servalsheets_backup.format.envelope import encrypt_bytes, keyring_resolver
 
     private = (
         x25519.X25519PrivateKey.generate() if algorithm == "x25519" else rsa.generate_private_key(65537, 3072)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from servalsheets_backup.backup import PendingSet
-from servalsheets_backup.restore import job_from
-from servalsheets_backup.schemas import BackupRequest, RestoreRequest, parse
+from servalsheets_backup.workflows.backup import PendingSet
+from servalsheets_backup.workflows.requests import BackupRequest, RestoreRequest, parse
+from servalsheets_backup.workflows.restore import job_from
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ def test_samples_name_no_local_paths_or_drill_resources() -> None:
 
 def test_literal_redis_url_targets_are_refused_outside_local_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     from servalsheets_backup.errors import InvalidInputError
-    from servalsheets_backup.restore import prepare
+    from servalsheets_backup.workflows.restore import prepare
 
     monkeypatch.delenv("ALLOW_LITERAL_REDIS_URL")
     request = {"backup": "latest", "kinds": ["redis"], "target": {"redis_url": "redis://203.0.113.9:6379/0"}}
@@ -61,8 +61,8 @@ def test_replace_mode_cannot_be_selective() -> None:
 
 
 def test_cli_restore_flags_build_the_state_machine_input() -> None:
-    from servalsheets_backup.cli import build_parser
-    from servalsheets_backup.cli_restore import _request
+    from servalsheets_backup.cli.main import build_parser
+    from servalsheets_backup.cli.restore import _request
 
     args = build_parser().parse_args(
         [
@@ -85,8 +85,8 @@ def test_cli_restore_flags_build_the_state_machine_input() -> None:
 
 
 def test_cli_restore_into_a_new_serverless_cache() -> None:
-    from servalsheets_backup.cli import build_parser
-    from servalsheets_backup.cli_restore import _request
+    from servalsheets_backup.cli.main import build_parser
+    from servalsheets_backup.cli.restore import _request
 
     args = build_parser().parse_args(
         [

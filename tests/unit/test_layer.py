@@ -29,39 +29,44 @@ LAYER_FILES = """
 requirements.txt
 servalsheets_backup/__init__.py
 servalsheets_backup/adapters/__init__.py
+servalsheets_backup/adapters/app_health.py
 servalsheets_backup/adapters/aws.py
 servalsheets_backup/adapters/elasticache.py
 servalsheets_backup/adapters/files.py
 servalsheets_backup/adapters/s3.py
 servalsheets_backup/adapters/secrets.py
-servalsheets_backup/audit.py
-servalsheets_backup/backup.py
-servalsheets_backup/backup_steps.py
-servalsheets_backup/cli.py
-servalsheets_backup/cli_restore.py
-servalsheets_backup/component_config.py
-servalsheets_backup/component_redis.py
-servalsheets_backup/component_redis_restore.py
-servalsheets_backup/component_snapshot.py
-servalsheets_backup/component_tokens.py
-servalsheets_backup/encoding.py
-servalsheets_backup/envelope.py
+servalsheets_backup/cli/__init__.py
+servalsheets_backup/cli/main.py
+servalsheets_backup/cli/restore.py
+servalsheets_backup/components/__init__.py
+servalsheets_backup/components/config.py
+servalsheets_backup/components/redis_component.py
+servalsheets_backup/components/redis_logical.py
+servalsheets_backup/components/redis_snapshot.py
+servalsheets_backup/components/redis_snapshot_restore.py
+servalsheets_backup/components/tokens.py
 servalsheets_backup/errors.py
-servalsheets_backup/freshness.py
+servalsheets_backup/format/__init__.py
+servalsheets_backup/format/encoding.py
+servalsheets_backup/format/envelope.py
+servalsheets_backup/format/keys.py
+servalsheets_backup/format/manifest.py
+servalsheets_backup/format/rdb.py
+servalsheets_backup/format/tokenstore.py
 servalsheets_backup/handler_support.py
-servalsheets_backup/health.py
-servalsheets_backup/keys.py
-servalsheets_backup/locks.py
-servalsheets_backup/manifest.py
 servalsheets_backup/observability.py
-servalsheets_backup/rdb.py
-servalsheets_backup/redis_logical.py
-servalsheets_backup/restore.py
-servalsheets_backup/schemas.py
 servalsheets_backup/services.py
 servalsheets_backup/settings.py
-servalsheets_backup/store.py
-servalsheets_backup/tokenstore.py
+servalsheets_backup/store/__init__.py
+servalsheets_backup/store/audit.py
+servalsheets_backup/store/locks.py
+servalsheets_backup/store/sets.py
+servalsheets_backup/workflows/__init__.py
+servalsheets_backup/workflows/backup.py
+servalsheets_backup/workflows/backup_steps.py
+servalsheets_backup/workflows/freshness.py
+servalsheets_backup/workflows/requests.py
+servalsheets_backup/workflows/restore.py
 """.split()
 
 
@@ -129,7 +134,7 @@ def test_every_module_and_handler_imports_without_the_local_distribution() -> No
         for app in sorted(Path({str(REPO_ROOT / "functions")!r}).glob("*/app.py")):
             spec = importlib.util.spec_from_file_location(app.parent.name, app)
             spec.loader.exec_module(importlib.util.module_from_spec(spec))
-        from servalsheets_backup.cli import program
+        from servalsheets_backup.cli.main import program
         from servalsheets_backup.errors import InvalidInputError
         try:
             program(["drill", "--keys", "10"], io.StringIO(), io.StringIO())

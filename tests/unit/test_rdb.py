@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from servalsheets_backup.errors import IntegrityError, InvalidRdbError
-from servalsheets_backup.rdb import (
+from servalsheets_backup.format.rdb import (
     MAX_RDB_VERSION,
     RdbValidator,
     crc64,

@@ -16,10 +16,10 @@ import pytest
 
 from servalsheets_backup import settings as settings_module
 from servalsheets_backup.adapters.elasticache import SNAPSHOT_PREFIX
-from servalsheets_backup.keys import encryption_context
+from servalsheets_backup.format.keys import encryption_context
 from servalsheets_backup.observability import NAMESPACE, SERVICE
-from servalsheets_backup.schemas import BackupRequest, RestoreRequest, parse
-from servalsheets_backup.store import EXPIRABLE_TAG
+from servalsheets_backup.store.sets import EXPIRABLE_TAG
+from servalsheets_backup.workflows.requests import BackupRequest, RestoreRequest, parse
 
 from .template_helpers import (
     NO_VALUE,

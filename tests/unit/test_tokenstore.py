@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from servalsheets_backup.errors import TokenKeyMismatchError, TokenStoreError
-from servalsheets_backup.tokenstore import (
+from servalsheets_backup.format.tokenstore import (
     FINGERPRINT_LABEL,
     KEY_MISMATCH_MESSAGE,
     TokenStoreFile,

@@ -21,7 +21,7 @@ from servalsheets_backup.errors import TransientError
 from servalsheets_backup.handler_support import set_services_factory
 from servalsheets_backup.services import Services
 from servalsheets_backup.settings import Settings
-from servalsheets_backup.store import SetRef
+from servalsheets_backup.store.sets import SetRef
 from servalsheets_backup_local.testing.environment import (
     ENV_SECRET,
     PARAMETER_PATH,
@@ -296,7 +296,7 @@ def sets(env: LocalEnvironment, kind: str) -> list[SetRef]:
 
 def set_objects(env: LocalEnvironment, kind: str, backup_id: str) -> list[str]:
     """Every object key stored under one set's prefix (complete or not)."""
-    from servalsheets_backup.store import set_prefix
+    from servalsheets_backup.store.sets import set_prefix
 
     store = env.services().store
     listing = store.s3.list_objects_v2(Bucket=store.bucket, Prefix=set_prefix(kind, backup_id))

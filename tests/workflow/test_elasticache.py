@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from servalsheets_backup.adapters.elasticache import snapshot_name
-from servalsheets_backup.component_redis_restore import seed_key
-from servalsheets_backup.component_snapshot import STAGING_PREFIX
+from servalsheets_backup.components.redis_snapshot import STAGING_PREFIX
+from servalsheets_backup.components.redis_snapshot_restore import seed_key
 from servalsheets_backup_local.testing.environment import REDIS_SECRET, LocalEnvironment, start_environment
 from servalsheets_backup_local.testing.servalsheets_state import SeededState
 
@@ -205,9 +205,9 @@ def test_the_cli_backup_takes_the_same_snapshot_path_in_process(
 ) -> None:
     import os
 
-    from servalsheets_backup.backup import run_backup as run_backup_in_process
     from servalsheets_backup.services import Services
     from servalsheets_backup.settings import Settings
+    from servalsheets_backup.workflows.backup import run_backup as run_backup_in_process
 
     # Given a snapshot that is still creating at first, and the operator's environment variables
     SnapshotLifecycle(status="creating", polls_until_available=2).install(monkeypatch)

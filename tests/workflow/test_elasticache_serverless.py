@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from servalsheets_backup.adapters.elasticache import SNAPSHOT_PREFIX, snapshot_name
-from servalsheets_backup.backup import run_backup as run_backup_in_process
-from servalsheets_backup.component_snapshot import SERVERLESS_EXPORT_TIMEOUT_SECONDS, STAGING_PREFIX
+from servalsheets_backup.components.redis_snapshot import SERVERLESS_EXPORT_TIMEOUT_SECONDS, STAGING_PREFIX
 from servalsheets_backup.services import Services
 from servalsheets_backup.settings import Settings
+from servalsheets_backup.workflows.backup import run_backup as run_backup_in_process
 from servalsheets_backup_local.testing.environment import REDIS_SECRET, LocalEnvironment, start_environment
 from servalsheets_backup_local.testing.servalsheets_state import SeededState, redis_snapshot
 from servalsheets_backup_local.testing.serverless_standin import (

@@ -11,7 +11,7 @@ import boto3
 import pytest
 import redis
 
-from servalsheets_backup.freshness import VERIFICATION_MARKER
+from servalsheets_backup.workflows.freshness import VERIFICATION_MARKER
 from servalsheets_backup_local.testing.environment import LocalEnvironment, start_environment
 from servalsheets_backup_local.testing.servalsheets_state import redis_snapshot, seed_state
 

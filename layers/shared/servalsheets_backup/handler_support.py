@@ -14,9 +14,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
 
-from .errors import InvalidInputError
-from .observability import SERVICE, PowertoolsMetrics
-from .services import Services
+from servalsheets_backup.errors import InvalidInputError
+from servalsheets_backup.observability import SERVICE, PowertoolsMetrics
+from servalsheets_backup.services import Services
 
 logger = Logger(service=SERVICE, logger_handler=logging.StreamHandler(sys.stderr))
 tracer = Tracer(service=SERVICE)

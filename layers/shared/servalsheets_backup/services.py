@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .adapters import aws
-from .adapters.secrets import secret_field
-from .errors import ConfigurationError
-from .keys import EscrowRecipient, KmsKeyring
-from .locks import StateTable
-from .observability import CollectingMetrics, MetricsSink
-from .settings import ENV_ENCRYPTION_KEY, ENV_REDIS_URL, ENV_TOKEN_STORE_KEY, Settings
-from .store import BackupStore
+from servalsheets_backup.adapters import aws
+from servalsheets_backup.adapters.secrets import secret_field
+from servalsheets_backup.errors import ConfigurationError
+from servalsheets_backup.format.keys import EscrowRecipient, KmsKeyring
+from servalsheets_backup.observability import CollectingMetrics, MetricsSink
+from servalsheets_backup.settings import ENV_ENCRYPTION_KEY, ENV_REDIS_URL, ENV_TOKEN_STORE_KEY, Settings
+from servalsheets_backup.store.locks import StateTable
+from servalsheets_backup.store.sets import BackupStore
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Services:
         """The ElastiCache Serverless adapter (the injected one, or the AWS API)."""
         if self.serverless_caches is not None:
             return self.serverless_caches
-        from .adapters.elasticache import AwsServerlessCaches
+        from servalsheets_backup.adapters.elasticache import AwsServerlessCaches
 
         return AwsServerlessCaches(self.client("elasticache"))
 

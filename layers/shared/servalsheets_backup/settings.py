@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import ConfigurationError
+from servalsheets_backup.errors import ConfigurationError
 
 # Backup store
 ENV_BUCKET = "BACKUP_BUCKET"

@@ -32,7 +32,7 @@ from typing import Any
 
 import redis
 
-from servalsheets_backup.redis_logical import KeyMatcher, key_prefix, same_value
+from servalsheets_backup.components.redis_logical import KeyMatcher, key_prefix, same_value
 
 TTL_TOLERANCE_MS = 5000
 READ_BATCH = 1000

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from servalsheets_backup.adapters.secrets import secret_field
-from servalsheets_backup.tokenstore import encrypt_store, parse_key
+from servalsheets_backup.format.tokenstore import encrypt_store, parse_key
 
 from .environment import ENV_SECRET, PARAMETER_PATH, TOKEN_KEY_SECRET, LocalEnvironment
 from .seed import seed_servalsheets
@@ -87,7 +87,7 @@ def _write_token_store(path: Path, key: bytes) -> list[str]:
         "token_type": "Bearer",  # nosec B105
         "scope": "https://www.googleapis.com/auth/spreadsheets https://www.googleapis.com/auth/drive.file",
     }
-    from servalsheets_backup.tokenstore import write_token_file_atomic
+    from servalsheets_backup.format.tokenstore import write_token_file_atomic
 
     write_token_file_atomic(path, encrypt_store(tokens, key))
     return [access, refresh]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..errors import ConfigurationError
+from servalsheets_backup.errors import ConfigurationError
 
 SNAPSHOT_PREFIX = "servalsheets-backup-"
 

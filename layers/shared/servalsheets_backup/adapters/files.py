@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigurationError, InvalidInputError
+from servalsheets_backup.errors import ConfigurationError, InvalidInputError
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 

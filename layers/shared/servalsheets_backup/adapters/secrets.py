@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import ConfigurationError
-from .aws import error_code
+from servalsheets_backup.adapters.aws import error_code
+from servalsheets_backup.errors import ConfigurationError
 
 NOT_FOUND = ("ResourceNotFoundException", "ParameterNotFound")
 

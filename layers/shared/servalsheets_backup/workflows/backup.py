@@ -13,11 +13,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .audit import write_audit
-from .errors import BackupSystemError, InvalidInputError
-from .manifest import KIND_COMPONENTS, Manifest, ObjectEntry, backup_time, new_backup_id, validate_kind
-from .services import Services
-from .store import SetExistsError, SetRef
+from servalsheets_backup.errors import BackupSystemError, InvalidInputError
+from servalsheets_backup.format.manifest import (
+    KIND_COMPONENTS,
+    Manifest,
+    ObjectEntry,
+    backup_time,
+    new_backup_id,
+    validate_kind,
+)
+from servalsheets_backup.services import Services
+from servalsheets_backup.store.audit import write_audit
+from servalsheets_backup.store.sets import SetExistsError, SetRef
 
 logger = logging.getLogger(__name__)
 LABEL_MAX = 128
@@ -138,7 +145,7 @@ def begin(
 
 def add_config(services: Services, pending: PendingSet) -> PendingSet:
     """Capture the configuration into the set."""
-    from . import component_config
+    from servalsheets_backup.components import config as component_config
 
     bundle = component_config.collect(services)
     upload = services.store.open_object(
@@ -164,7 +171,7 @@ def add_config(services: Services, pending: PendingSet) -> PendingSet:
 
 def add_tokens(services: Services, pending: PendingSet) -> PendingSet:
     """Capture the token store (after proving the live key decrypts it)."""
-    from . import component_tokens
+    from servalsheets_backup.components import tokens as component_tokens
 
     data, summary = component_tokens.capture(services)
     entry = services.store.write_object(
@@ -184,7 +191,7 @@ def add_component(
     if component == "tokens":
         return add_tokens(services, pending)
     if component == "redis":
-        from . import component_redis
+        from servalsheets_backup.components import redis_component as component_redis
 
         return component_redis.add_logical_chunk(services, pending, deadline)
     raise InvalidInputError(f"unknown component {component!r}")
@@ -329,7 +336,8 @@ def run_backup(
     """
     pending = begin(services, kind, owner=owner, label=label, trigger=trigger)
     try:
-        from . import component_redis, component_snapshot
+        from servalsheets_backup.components import redis_component as component_redis
+        from servalsheets_backup.components import redis_snapshot as component_snapshot
 
         for component in pending.wants:
             if component == "redis" and services.settings.redis_mode == "elasticache":
@@ -348,7 +356,7 @@ def run_backup(
 
 
 def _describe(exc: BaseException) -> str:
-    from .adapters.aws import describe_aws_error
+    from servalsheets_backup.adapters.aws import describe_aws_error
 
     if isinstance(exc, BackupSystemError):
         return f"{type(exc).__name__}: {exc}"

@@ -12,17 +12,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .adapters.files import FileContent, delete_source, read_source, write_source
-from .adapters.secrets import (
+from servalsheets_backup.adapters.files import FileContent, delete_source, read_source, write_source
+from servalsheets_backup.adapters.secrets import (
     delete_parameter,
     get_secret_string,
     parameters_by_path,
     put_parameter,
     put_secret_string,
 )
-from .errors import IntegrityError
-from .keys import value_fingerprint
-from .services import Services
+from servalsheets_backup.errors import IntegrityError
+from servalsheets_backup.format.keys import value_fingerprint
+from servalsheets_backup.services import Services
 
 BUNDLE_FORMAT = "servalsheets-config-bundle"
 OBJECT_NAME = "config.bundle"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import InvalidInputError
+from servalsheets_backup.errors import InvalidInputError
 
 
 @dataclass

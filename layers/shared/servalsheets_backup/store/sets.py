@@ -13,12 +13,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .adapters.aws import error_code
-from .adapters.s3 import MultipartSink, S3ObjectReader
-from .envelope import EnvelopeWriter, decrypt_stream, keyring_resolver, read_header
-from .errors import BackupNotFoundError, BackupSystemError, IntegrityError, InvalidInputError
-from .keys import Keyring, encryption_context, fingerprint_key
-from .manifest import (
+from servalsheets_backup.adapters.aws import error_code
+from servalsheets_backup.adapters.s3 import MultipartSink, S3ObjectReader
+from servalsheets_backup.errors import (
+    BackupNotFoundError,
+    BackupSystemError,
+    IntegrityError,
+    InvalidInputError,
+)
+from servalsheets_backup.format.envelope import EnvelopeWriter, decrypt_stream, keyring_resolver, read_header
+from servalsheets_backup.format.keys import Keyring, encryption_context, fingerprint_key
+from servalsheets_backup.format.manifest import (
     KINDS,
     MANIFEST_NAME,
     Manifest,

@@ -20,11 +20,11 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from . import TOOL_NAME, __version__
-from .encoding import b64decode, b64encode, canonical_json
-from .envelope import FORMAT_VERSION
-from .errors import IntegrityError, InvalidInputError
-from .keys import Keyring, encryption_context
+from servalsheets_backup import TOOL_NAME, __version__
+from servalsheets_backup.errors import IntegrityError, InvalidInputError
+from servalsheets_backup.format.encoding import b64decode, b64encode, canonical_json
+from servalsheets_backup.format.envelope import FORMAT_VERSION
+from servalsheets_backup.format.keys import Keyring, encryption_context
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "servalsheets-backup-manifest"

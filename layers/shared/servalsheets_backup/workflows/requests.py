@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import InvalidInputError
-from .manifest import COMPONENT_KINDS, KINDS
+from servalsheets_backup.errors import InvalidInputError
+from servalsheets_backup.format.manifest import COMPONENT_KINDS, KINDS
 
 MAX_TEXT = 256
 Component = Literal["config", "tokens", "redis"]

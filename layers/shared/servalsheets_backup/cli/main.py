@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__
-from .errors import BackupSystemError, IntegrityError, InvalidInputError
-from .manifest import KINDS
+from servalsheets_backup import __version__
+from servalsheets_backup.errors import BackupSystemError, IntegrityError, InvalidInputError
+from servalsheets_backup.format.manifest import KINDS
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INTEGRITY = 0, 1, 2, 3, 4
 
@@ -161,7 +161,7 @@ PLUGIN_COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {}
 def _register_extensions(sub: Any) -> None:
     from importlib.metadata import entry_points
 
-    from . import cli_restore
+    from servalsheets_backup.cli import restore as cli_restore
 
     cli_restore.register(sub, _add)
     unloadable: dict[str, str] = {}
@@ -247,7 +247,7 @@ class Output:
 
 # -- commands --------------------------------------------------------------------------
 def _services() -> Any:
-    from .services import Services
+    from servalsheets_backup.services import Services
 
     return Services.from_env()
 
@@ -331,7 +331,7 @@ def _verify_with_progress(store: Any, ref: Any, out: Output, keyring: Any) -> An
 
 def cmd_decrypt(args: argparse.Namespace, out: Output) -> int:
     """Decrypt every object of a set into a directory, after verifying it."""
-    from .keys import EscrowKeyring
+    from servalsheets_backup.format.keys import EscrowKeyring
 
     store = _services().store
     keyring = EscrowKeyring.from_pem(args.escrow_key.read_bytes()) if args.escrow_key else None
@@ -378,7 +378,7 @@ def _safe_target(directory: Path, name: str) -> Path:
 
 def cmd_backup(args: argparse.Namespace, out: Output) -> int:
     """Run one backup now."""
-    from .backup import run_backup
+    from servalsheets_backup.workflows.backup import run_backup
 
     if args.poll_seconds < 0:
         raise InvalidInputError("--poll-seconds must be 0 or more")
@@ -440,7 +440,7 @@ def program(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | 
     out = Output(getattr(args, "json", False), stdout, stderr)
     handler = COMMANDS.get(args.command) or PLUGIN_COMMANDS.get(args.command)
     if handler is None:
-        from . import cli_restore
+        from servalsheets_backup.cli import restore as cli_restore
 
         handler = cli_restore.COMMANDS[args.command]
     return handler(args, out)
@@ -462,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("interrupted\n")
         return 130
     except Exception as exc:  # unexpected: name the type, never dump data that may hold secrets
-        from .adapters.aws import describe_aws_error
+        from servalsheets_backup.adapters.aws import describe_aws_error
 
         aws_error = describe_aws_error(exc)
         if aws_error:

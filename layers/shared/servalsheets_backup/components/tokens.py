@@ -10,10 +10,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .adapters.files import FileContent, check_local_path, read_source, write_source
-from .errors import ConfigurationError, TokenStoreError
-from .services import Services
-from .tokenstore import decrypt_store, key_fingerprint, parse_key, parse_store, summarize_tokens
+from servalsheets_backup.adapters.files import FileContent, check_local_path, read_source, write_source
+from servalsheets_backup.errors import ConfigurationError, TokenStoreError
+from servalsheets_backup.format.tokenstore import (
+    decrypt_store,
+    key_fingerprint,
+    parse_key,
+    parse_store,
+    summarize_tokens,
+)
+from servalsheets_backup.services import Services
 
 logger = logging.getLogger(__name__)
 OBJECT_NAME = "tokens.encrypted"
@@ -40,7 +46,7 @@ def read_current(services: Services, *, must_exist: bool = False) -> bytes | Non
     """The token store bytes as they are now (None when absent, unless ``must_exist``)."""
     from pathlib import Path
 
-    from .tokenstore import read_token_file
+    from servalsheets_backup.format.tokenstore import read_token_file
 
     path = token_path(services)
     if path.startswith("s3://"):
@@ -83,6 +89,6 @@ def write(services: Services, data: bytes) -> None:
     if path.startswith("s3://"):
         write_source(path, FileContent(data, 0o600), services.client("s3"))
         return
-    from .tokenstore import write_token_file_atomic
+    from servalsheets_backup.format.tokenstore import write_token_file_atomic
 
     write_token_file_atomic(path, data)

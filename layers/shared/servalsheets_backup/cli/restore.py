@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import InvalidInputError, RestoreVerificationError
-from .manifest import COMPONENT_KINDS, KINDS
+from servalsheets_backup.errors import InvalidInputError, RestoreVerificationError
+from servalsheets_backup.format.manifest import COMPONENT_KINDS, KINDS
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Any], int]] = {}
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
@@ -134,8 +134,8 @@ def cmd_restore(args: argparse.Namespace, out: Any) -> int:
     request = _request(args)
     if args.start_execution:
         return _follow_execution(args, request, out)
-    from .restore import run_restore
-    from .services import Services
+    from servalsheets_backup.services import Services
+    from servalsheets_backup.workflows.restore import run_restore
 
     owner = f"cli:{args.requested_by}@{os.getpid()}"
     say = (lambda step: out.stderr.write(f"- {step}\n")) if not out.as_json else None
@@ -156,7 +156,7 @@ def _print_summary(summary: dict[str, Any], out: Any) -> None:
 
 
 def _follow_execution(args: argparse.Namespace, request: dict[str, Any], out: Any) -> int:
-    from .adapters.aws import client
+    from servalsheets_backup.adapters.aws import client
 
     if not args.state_machine_arn:
         raise InvalidInputError(

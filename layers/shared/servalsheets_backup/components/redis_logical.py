@@ -90,7 +90,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
-from .errors import IntegrityError, InvalidInputError, RedisBackupError, TransientError
+from servalsheets_backup.errors import IntegrityError, InvalidInputError, RedisBackupError, TransientError
 
 try:  # the marker redis-py's hiredis parser returns while a reply is incomplete
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NO_REPLY_YET

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .encoding import b64decode, b64encode, canonical_json
-from .errors import ConfigurationError, IntegrityError
+from servalsheets_backup.errors import ConfigurationError, IntegrityError
+from servalsheets_backup.format.encoding import b64decode, b64encode, canonical_json
 
 DATA_KEY_BYTES = 32
 WRAP_KMS = "aws-kms"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import InvalidRdbError
+from servalsheets_backup.errors import InvalidRdbError
 
 RDB_MAGIC = b"REDIS"
 VALKEY_MAGIC = b"VALKEY"

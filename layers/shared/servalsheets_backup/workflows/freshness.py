@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .services import Services
+from servalsheets_backup.services import Services
 
 WATCHED_KINDS = ("config", "tokens", "redis", "full")
 VERIFICATION_MARKER = "verification-succeeded"

@@ -27,8 +27,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .encoding import b64decode, b64encode
-from .errors import TokenKeyMismatchError, TokenStoreError
+from servalsheets_backup.errors import TokenKeyMismatchError, TokenStoreError
+from servalsheets_backup.format.encoding import b64decode, b64encode
 
 TOKEN_STORE_VERSION = 1
 KEY_BYTES = 32

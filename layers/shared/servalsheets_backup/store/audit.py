@@ -8,7 +8,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from .adapters.s3 import MultipartSink
+from servalsheets_backup.adapters.s3 import MultipartSink
 
 logger = logging.getLogger(__name__)
 AUDIT_PREFIX = "audit/"

@@ -11,16 +11,16 @@ import logging
 import time
 from typing import Any
 
-from .backup import PendingSet
-from .errors import TransientError
-from .services import Services
+from servalsheets_backup.errors import TransientError
+from servalsheets_backup.services import Services
+from servalsheets_backup.workflows.backup import PendingSet
 
 logger = logging.getLogger(__name__)
 
 
 def redis_logical_module() -> Any:
     """redis_logical, imported on first use: handlers that never touch Redis skip redis-py."""
-    from . import redis_logical
+    from servalsheets_backup.components import redis_logical
 
     return redis_logical
 

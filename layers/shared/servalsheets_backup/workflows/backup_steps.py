@@ -9,19 +9,25 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from . import backup, component_redis, component_snapshot
-from .adapters.elasticache import snapshot_name
-from .backup import PendingSet
-from .errors import InvalidInputError
-from .manifest import KIND_COMPONENTS
-from .services import Services
+from servalsheets_backup.adapters.elasticache import snapshot_name
+from servalsheets_backup.components import redis_component as component_redis
+from servalsheets_backup.components import redis_snapshot as component_snapshot
+from servalsheets_backup.errors import InvalidInputError
+from servalsheets_backup.format.manifest import KIND_COMPONENTS
+from servalsheets_backup.services import Services
+from servalsheets_backup.workflows import backup
+from servalsheets_backup.workflows.backup import PendingSet
 
 if TYPE_CHECKING:
-    from .schemas import BackupRequest
+    from servalsheets_backup.workflows.requests import BackupRequest
 
 
 def _request(event: dict[str, Any]) -> BackupRequest:
-    from .schemas import BackupRequest, parse  # pydantic is loaded by the steps that validate input
+    # pydantic is loaded by the steps that validate input, not at import
+    from servalsheets_backup.workflows.requests import (
+        BackupRequest,
+        parse,
+    )
 
     raw = event.get("request", event)
     if isinstance(raw, dict):

@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .encoding import b64decode, b64encode, canonical_json
-from .errors import IntegrityError
-from .keys import DataKey, Keyring
+from servalsheets_backup.errors import IntegrityError
+from servalsheets_backup.format.encoding import b64decode, b64encode, canonical_json
+from servalsheets_backup.format.keys import DataKey, Keyring
 
 MAGIC = b"SSBKUP\x00\x01"
 FORMAT_VERSION = 1

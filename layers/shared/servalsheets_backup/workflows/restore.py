@@ -18,9 +18,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import backup, component_config, component_redis, component_tokens
-from .audit import write_audit
-from .errors import (
+from servalsheets_backup.adapters.app_health import Check, check_application
+from servalsheets_backup.components import config as component_config
+from servalsheets_backup.components import redis_component as component_redis
+from servalsheets_backup.components import tokens as component_tokens
+from servalsheets_backup.errors import (
     ApplicationNotReadyError,
     BackupNotFoundError,
     BackupSystemError,
@@ -29,14 +31,15 @@ from .errors import (
     RestoreVerificationError,
     TokenKeyMismatchError,
 )
-from .freshness import VERIFICATION_MARKER
-from .health import Check, check_application
-from .manifest import Manifest, ObjectEntry, new_backup_id
-from .services import Services
-from .store import SetRef
+from servalsheets_backup.format.manifest import Manifest, ObjectEntry, new_backup_id
+from servalsheets_backup.services import Services
+from servalsheets_backup.store.audit import write_audit
+from servalsheets_backup.store.sets import SetRef
+from servalsheets_backup.workflows import backup
+from servalsheets_backup.workflows.freshness import VERIFICATION_MARKER
 
 if TYPE_CHECKING:
-    from .schemas import RestoreRequest
+    from servalsheets_backup.workflows.requests import RestoreRequest
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +111,10 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, 
         if isinstance(raw, dict)
         else raw
     )
-    from .schemas import RestoreRequest, parse  # pydantic is loaded only where input is validated
+    from servalsheets_backup.workflows.requests import (  # pydantic is loaded only where input is validated
+        RestoreRequest,
+        parse,
+    )
 
     request: RestoreRequest = parse(RestoreRequest, raw, "restore input")
     if request.fail_after and os.environ.get(FAULT_INJECTION_ENV) != "true":
@@ -253,7 +259,7 @@ def _preflight_tokens(services: Services, job: dict[str, Any], manifest: Manifes
     data = _read_all(services, job, entry)
     live = component_tokens.live_key(services)
     recorded = manifest.components.get("tokens", {}).get("key_fingerprint")
-    from .tokenstore import key_fingerprint
+    from servalsheets_backup.format.tokenstore import key_fingerprint
 
     if recorded and recorded != key_fingerprint(live):
         raise TokenKeyMismatchError(
@@ -381,15 +387,15 @@ def current_config(
     services: Services, bundle: component_config.ConfigBundle, prefix: str | None
 ) -> component_config.ConfigBundle:
     """What the target holds now for the names a bundle restores (absent secrets are left out)."""
-    from .adapters.files import read_source
-    from .adapters.secrets import parameters_by_path
-    from .errors import ConfigurationError
+    from servalsheets_backup.adapters.files import read_source
+    from servalsheets_backup.adapters.secrets import parameters_by_path
+    from servalsheets_backup.errors import ConfigurationError
 
     wanted = prefixed(bundle, prefix)
     secrets: dict[str, str] = {}
     for secret_id in wanted.secrets:
         try:
-            from .adapters.secrets import get_secret_string
+            from servalsheets_backup.adapters.secrets import get_secret_string
 
             secrets[secret_id] = get_secret_string(services.client("secretsmanager"), secret_id)
         except ConfigurationError:
@@ -423,7 +429,7 @@ def _ensure_secrets(
             try:
                 client.create_secret(Name=secret_id, SecretString=value)
             except Exception as exc:
-                from .adapters.aws import error_code
+                from servalsheets_backup.adapters.aws import error_code
 
                 if error_code(exc) not in ("ResourceExistsException",):
                     raise
@@ -569,7 +575,7 @@ def _commit_safety(
         return
     for component in ("config", "tokens", "redis"):
         pending.components.setdefault(component, {"absent": True})
-    from .manifest import Manifest as _Manifest
+    from servalsheets_backup.format.manifest import Manifest as _Manifest
 
     manifest = _Manifest(
         backup_id=pending.backup_id,
@@ -637,7 +643,7 @@ def restore_tokens(services: Services, job: dict[str, Any]) -> dict[str, Any]:
 def restore_redis(services: Services, job: dict[str, Any], deadline: float | None) -> dict[str, Any]:
     """RESTORE the dump chunks into the target, continuing across invocations until done."""
     if job["redis_mode"] != "logical":
-        from . import component_redis_restore
+        from servalsheets_backup.components import redis_snapshot_restore as component_redis_restore
 
         job.setdefault("redis", {"done": False, "waiting": False})
         manifest = _manifest(services, job)
@@ -719,7 +725,7 @@ def verify(services: Services, job: dict[str, Any]) -> dict[str, Any]:
     if "redis" in job["components"] and job["redis_mode"] == "logical":
         checks += _verify_redis(target, job, manifest)
     elif "redis" in job["components"]:
-        from . import component_redis_restore
+        from servalsheets_backup.components import redis_snapshot_restore as component_redis_restore
 
         checks += component_redis_restore.verify(target, job)
     if "tokens" in job["components"]:
@@ -878,7 +884,7 @@ def rollback(services: Services, job: dict[str, Any], deadline: float | None) ->
         _rollback_small(target, job, safety)
         state["small_done"] = True
     if "redis" in job["components"] and job["redis_mode"] != "logical":
-        from . import component_redis_restore
+        from servalsheets_backup.components import redis_snapshot_restore as component_redis_restore
 
         component_redis_restore.rollback(target, job)
     elif "redis" in job["components"]:
@@ -897,7 +903,7 @@ def rollback(services: Services, job: dict[str, Any], deadline: float | None) ->
 def _rollback_small(services: Services, job: dict[str, Any], safety: dict[str, Any]) -> None:
     if "tokens" in job["components"]:
         if "tokens" in safety["absent"]:
-            from .adapters.files import delete_source
+            from servalsheets_backup.adapters.files import delete_source
 
             delete_source(component_tokens.token_path(services), services.client("s3"))
         else:
@@ -1017,7 +1023,7 @@ def cleanup_verification_target(services: Services, job: dict[str, Any]) -> None
     if "redis" in job["components"] and job["redis_mode"] == "logical":
         _flush(target)
     if "tokens" in job["components"] and job["target"].get("token_store_path"):
-        from .adapters.files import delete_source
+        from servalsheets_backup.adapters.files import delete_source
 
         delete_source(job["target"]["token_store_path"], services.client("s3"))
     prefix = job["target"].get("secret_prefix")
@@ -1032,7 +1038,7 @@ def cleanup_verification_target(services: Services, job: dict[str, Any]) -> None
         client = services.client("secretsmanager")
         for secret_id in bundle.secrets:
             client.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
-        from .adapters.secrets import delete_parameter
+        from servalsheets_backup.adapters.secrets import delete_parameter
 
         for name in bundle.parameters:
             delete_parameter(services.client("ssm"), name)
@@ -1079,7 +1085,7 @@ _SOURCE_FIELDS = ("kind", "backup_id", "manifest_key")
 
 def describe_failure(event: dict[str, Any]) -> str:
     """A one-line cause from the Step Functions error caught into ``$.error``."""
-    from .backup_steps import describe_error
+    from servalsheets_backup.workflows.backup_steps import describe_error
 
     return describe_error(event.get("error"))
 

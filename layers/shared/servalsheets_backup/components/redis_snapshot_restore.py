@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
-from .adapters.s3 import MultipartSink, delete_every_version
-from .errors import ConfigurationError, InvalidInputError, RestoreVerificationError
-from .health import Check
-from .manifest import Manifest, ObjectEntry
-from .services import Services
+from servalsheets_backup.adapters.app_health import Check
+from servalsheets_backup.adapters.s3 import MultipartSink, delete_every_version
+from servalsheets_backup.errors import ConfigurationError, InvalidInputError, RestoreVerificationError
+from servalsheets_backup.format.manifest import Manifest, ObjectEntry
+from servalsheets_backup.services import Services
 
 STAGING_RESTORE = "staging/restore/"
 FAILED_STATUSES = ("create-failed", "deleting", "deleted")
@@ -203,7 +203,7 @@ def _point_secret_at(services: Services, job: dict[str, Any], cache: NewCacheSta
     secret_id = services.settings.redis_url_secret_id
     if not secret_id:
         raise ConfigurationError("update_redis_url_secret needs REDIS_URL_SECRET_ID (RedisUrlSecretName)")
-    from .adapters.secrets import secret_field
+    from servalsheets_backup.adapters.secrets import secret_field
 
     manager = services.client("secretsmanager")
     current = secret_field(manager, secret_id, ("REDIS_URL",))

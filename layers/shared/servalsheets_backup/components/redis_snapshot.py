@@ -14,9 +14,9 @@ import logging
 import time
 from typing import Any
 
-from .backup import PendingSet, lock_name
-from .errors import ConfigurationError, InvalidRdbError, SnapshotExportError
-from .services import Services
+from servalsheets_backup.errors import ConfigurationError, InvalidRdbError, SnapshotExportError
+from servalsheets_backup.services import Services
+from servalsheets_backup.workflows.backup import PendingSet, lock_name
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def staging_prefix(backup_id: str) -> str:
 
 
 def _exporter(services: Services) -> Any:
-    from .adapters.elasticache import AwsSnapshotExporter
+    from servalsheets_backup.adapters.elasticache import AwsSnapshotExporter
 
     if services.snapshot_exporter is not None:
         return services.snapshot_exporter
@@ -157,15 +157,15 @@ def ingest_exports(services: Services, pending: PendingSet) -> tuple[PendingSet,
 
 def _delete_exports(services: Services, keys: list[str]) -> None:
     """Remove plaintext exports outright (every version)."""
-    from .adapters.s3 import delete_every_version
+    from servalsheets_backup.adapters.s3 import delete_every_version
 
     for key in keys:
         delete_every_version(services.store.s3, services.settings.bucket, key)
 
 
 def _ingest_one(services: Services, pending: PendingSet, key: str, index: int) -> dict[str, Any]:
-    from .adapters.s3 import S3ObjectReader
-    from .rdb import RdbValidator
+    from servalsheets_backup.adapters.s3 import S3ObjectReader
+    from servalsheets_backup.format.rdb import RdbValidator
 
     name = f"redis/shard-{index:04d}.rdb"
     validator = RdbValidator(key.rsplit("/", 1)[-1])
@@ -193,7 +193,7 @@ def _ingest_one(services: Services, pending: PendingSet, key: str, index: int) -
 
 def _snapshot_source(services: Services) -> tuple[Any, str]:
     """(snapshot adapter, cache or group name) for the configured ElastiCache source."""
-    from .adapters.elasticache import NodeSnapshots
+    from servalsheets_backup.adapters.elasticache import NodeSnapshots
 
     settings = services.settings
     if settings.serverless_cache_name:
@@ -229,7 +229,7 @@ def prune_after(services: Services, pending: PendingSet) -> list[str]:
     try:
         return prune_snapshots(services, keep=str(pending.source.get("snapshot_name", "")))
     except Exception as exc:  # housekeeping: the set is complete; the next backup prunes again
-        from .adapters.aws import describe_aws_error
+        from servalsheets_backup.adapters.aws import describe_aws_error
 
         logger.warning(
             "snapshot pruning failed", extra={"error": describe_aws_error(exc) or type(exc).__name__}
@@ -244,7 +244,7 @@ def add_snapshot_in_process(
 
     Polls every ``poll_seconds`` and renews the backup lock at each poll, as the state machine does.
     """
-    from .adapters.elasticache import snapshot_name
+    from servalsheets_backup.adapters.elasticache import snapshot_name
 
     name = snapshot_name(pending.backup_id)
     status = create_snapshot(services, name)

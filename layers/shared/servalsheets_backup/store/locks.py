@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .adapters.aws import error_code
-from .errors import ConfigurationError, LockHeldError
+from servalsheets_backup.adapters.aws import error_code
+from servalsheets_backup.errors import ConfigurationError, LockHeldError
 
 DEFAULT_LOCK_SECONDS = 4 * 3600
 

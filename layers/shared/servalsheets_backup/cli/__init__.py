@@ -1,0 +1,1 @@
+"""The servalsheets-backup command line."""

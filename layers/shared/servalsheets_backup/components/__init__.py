@@ -1,0 +1,1 @@
+"""One module per component: configuration, token store, Redis per source mode."""

@@ -1,0 +1,1 @@
+"""The backup format: envelope, keys, manifests, RDB validation, the token store file."""

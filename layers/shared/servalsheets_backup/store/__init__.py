@@ -1,0 +1,1 @@
+"""Backup sets in S3, audit records, and the DynamoDB locks."""

@@ -1,0 +1,1 @@
+"""Backup and restore workflows, the steps the state machines call."""
