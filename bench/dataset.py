@@ -15,7 +15,8 @@ from typing import Any
 
 import redis
 
-from servalsheets_backup.components.redis_logical import RecordStream, dump_keys
+from servalsheets_backup.components.redis_logical.dump import dump_keys
+from servalsheets_backup.format.redis_stream import RecordStream
 from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
 from servalsheets_backup_local.testing.seed import seed_servalsheets
 

@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from servalsheets_backup.components.redis_logical import connect, dump_keys, restore_records
+from servalsheets_backup.adapters.redis_client import connect
+from servalsheets_backup.components.redis_logical.dump import dump_keys
+from servalsheets_backup.components.redis_logical.restore import restore_records
 from servalsheets_backup.format.envelope import EnvelopeWriter, decrypt_stream, keyring_resolver
 from servalsheets_backup.format.keys import LocalKeyring, encryption_context
 

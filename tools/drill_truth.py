@@ -24,7 +24,9 @@ from typing import Any
 
 import redis
 
-from servalsheets_backup.components.redis_logical import RecordStream, key_prefix, same_value
+from servalsheets_backup.format.dump_payload import same_value
+from servalsheets_backup.format.redis_keys import key_prefix
+from servalsheets_backup.format.redis_stream import RecordStream
 from servalsheets_backup_local import drill
 from servalsheets_backup_local.testing.keyspace import Keyspace, wall_ms
 

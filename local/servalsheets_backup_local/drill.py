@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from servalsheets_backup.components.redis_logical import OAUTH_KEY_PATTERNS, compile_patterns
+from servalsheets_backup.format.redis_keys import OAUTH_KEY_PATTERNS, compile_patterns
 
 from .scenarios import DRILL_SCENARIOS
 from .testing.environment import (

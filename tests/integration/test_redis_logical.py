@@ -12,6 +12,15 @@ import redis
 
 from servalsheets_backup.components import redis_logical as rl
 from servalsheets_backup.errors import IntegrityError, RedisBackupError, TransientError
+from servalsheets_backup.format.dump_payload import same_value
+from servalsheets_backup.format.redis_keys import OAUTH_KEY_PATTERNS, compile_patterns, key_prefix
+from servalsheets_backup.format.redis_stream import (
+    END_RECORD,
+    RecordStream,
+    encode_end,
+    encode_header,
+    encode_key_record,
+)
 from servalsheets_backup_local.testing.redis_server import RedisServer, free_port, start_redis
 from servalsheets_backup_local.testing.seed import SeedSummary, seed_servalsheets
 
@@ -111,7 +120,7 @@ def test_round_trip_keeps_every_type_byte_for_byte_with_ttls(source: Seeded, tar
             # Hash-table sets and hashes: DUMP lists elements in each server's seeded hash
             # order, so only the elements (and the value read back) can be compared.
             reordered += restored_payload != payload
-            assert rl.same_value(payload, restored_payload)
+            assert same_value(payload, restored_payload)
             assert logical_value(client, key) == logical_value(target, key)
         else:
             assert restored_payload == payload
@@ -129,8 +138,8 @@ def test_same_value_rejects_different_elements(source: Seeded) -> None:
     changed = dump(client, task)
 
     assert original[0] == changed[0] == 4
-    assert not rl.same_value(original, changed)
-    assert not rl.same_value(original, original[:-11] + original[-10:])
+    assert not same_value(original, changed)
+    assert not same_value(original, original[:-11] + original[-10:])
 
 
 def test_dump_result_counts_match_the_seeded_mix(source: Seeded) -> None:
@@ -246,7 +255,7 @@ def test_patterns_restore_only_the_oauth_keys(source: Seeded, target: redis.Redi
     data, dumped = dump_all(client, now_ms())
 
     result = rl.restore_records(
-        target, chunked(data), now_ms=now_ms(), mode="merge", patterns=rl.OAUTH_KEY_PATTERNS
+        target, chunked(data), now_ms=now_ms(), mode="merge", patterns=OAUTH_KEY_PATTERNS
     )
 
     oauth = {"dcr:", "mcp_consent:", "refresh:", "google_tokens:", "webhook:", "webhooks:"}
@@ -427,10 +436,10 @@ def test_a_failing_sink_surfaces_its_own_error(source: Seeded) -> None:
 @pytest.mark.parametrize(
     "cut",
     [
-        pytest.param(lambda d: d[: len(d) - rl._END.size], id="end-record-missing"),
+        pytest.param(lambda d: d[: len(d) - END_RECORD.size], id="end-record-missing"),
         pytest.param(lambda d: d[: len(d) // 2], id="cut-inside-a-record"),
         pytest.param(lambda d: d[:10], id="cut-inside-the-header"),
-        pytest.param(lambda d: d[: -rl._END.size] + rl.encode_end(5, 0), id="count-mismatch"),
+        pytest.param(lambda d: d[: -END_RECORD.size] + encode_end(5, 0), id="count-mismatch"),
         pytest.param(lambda d: d + b"\x00", id="trailing-bytes"),
         pytest.param(lambda d: b"X" + d[1:], id="bad-magic"),
     ],
@@ -456,9 +465,7 @@ def test_payload_the_target_cannot_load_is_a_clear_error(source: Seeded, target:
     payload = bytearray(dump(client, key))
     payload[-1] ^= 0xFF  # the CRC64 no longer matches, as for an unknown RDB version
     stream = (
-        rl.encode_header(now_ms(), 0, "99.0.0")
-        + rl.encode_key_record(key, bytes(payload), -1)
-        + rl.encode_end(1, 0)
+        encode_header(now_ms(), 0, "99.0.0") + encode_key_record(key, bytes(payload), -1) + encode_end(1, 0)
     )
 
     with pytest.raises(RedisBackupError, match="incompatible with the source"):
@@ -539,7 +546,7 @@ def test_redact_url_hides_passwords_and_keeps_the_rest() -> None:
     ],
 )
 def test_key_prefix(key: bytes, prefix: str) -> None:
-    assert rl.key_prefix(key) == prefix
+    assert key_prefix(key) == prefix
 
 
 @pytest.mark.parametrize(
@@ -559,7 +566,7 @@ def test_key_prefix(key: bytes, prefix: str) -> None:
     ],
 )
 def test_patterns_follow_redis_glob_rules(pattern: str, key: bytes, matches: bool) -> None:
-    matcher = rl.compile_patterns([pattern])
+    matcher = compile_patterns([pattern])
     assert matcher is not None
     assert bool(matcher(key)) is matches
 
@@ -600,7 +607,7 @@ def test_a_slow_dump_records_each_keys_own_expiry(redis_server: RedisServer) -> 
 
     # Then every record's expiry (backup_time_ms + ttl) is the key's real one, to a few ms:
     # each batch's TTLs are offset by the time that batch was read, not by the start
-    recorded = {k: backup_time + ttl for k, _, ttl in rl.RecordStream([sink.getvalue()])}
+    recorded = {k: backup_time + ttl for k, _, ttl in RecordStream([sink.getvalue()])}
     errors = [abs(recorded[k] - at) for k, at in expiries.items()]
     assert len(errors) == 3000 and max(errors) < 100
 

@@ -22,7 +22,7 @@ import redis
 from botocore.awsrequest import AWSResponse
 
 from servalsheets_backup.adapters import aws
-from servalsheets_backup.components.redis_logical import same_value
+from servalsheets_backup.format.dump_payload import same_value
 from servalsheets_backup.format.tokenstore import encrypt_store, write_token_file_atomic
 from servalsheets_backup.observability import CollectingMetrics
 from servalsheets_backup.services import Services

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import redis
 
+from servalsheets_backup.adapters import redis_client
 from servalsheets_backup.cli.main import main
-from servalsheets_backup.components import redis_logical
+from servalsheets_backup.components.redis_logical import dump as logical_dump
 from servalsheets_backup.errors import RedisBackupError, TransientError
 from servalsheets_backup.workflows.backup import lock_name, run_backup
 from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
@@ -44,7 +45,7 @@ def _assert_failed_cleanly(stack: MiniStack, error: type[Exception], count: int 
 def _on_second_batch(action: Any) -> Iterator[list[int]]:
     """Run ``action`` just before the dump collects its second batch of DUMP replies."""
     calls: list[int] = []
-    original = redis_logical._collect_dumps
+    original = logical_dump._collect_dumps
 
     def collect(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -53,7 +54,7 @@ def _on_second_batch(action: Any) -> Iterator[list[int]]:
         return original(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(redis_logical, "_collect_dumps", collect)
+        patch.setattr(logical_dump, "_collect_dumps", collect)
         yield calls
 
 
@@ -161,7 +162,7 @@ def test_tls_url_against_a_plain_server_names_the_cause(
     stack: MiniStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A TLS handshake against a plain-text server only ends by timeout; keep it short here.
-    monkeypatch.setattr(redis_logical, "connect", functools.partial(redis_logical.connect, socket_timeout=2))
+    monkeypatch.setattr(redis_client, "connect", functools.partial(redis_client.connect, socket_timeout=2))
     url = stack.redis.url.replace("redis://", "rediss://")
     with pytest.raises(RedisBackupError) as failure:
         run_backup(stack.services(REDIS_URL=url), "redis", owner="run-1")

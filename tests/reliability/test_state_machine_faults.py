@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from servalsheets_backup.adapters.s3 import MultipartSink
-from servalsheets_backup.components import redis_logical
+from servalsheets_backup.components.redis_logical import dump as logical_dump
 from servalsheets_backup.store.audit import read_audit
 from servalsheets_backup_local.testing.environment import REDIS_SECRET, LocalEnvironment
 from servalsheets_backup_local.testing.environment import start_environment as start
@@ -121,7 +121,7 @@ def test_lambda_timeout_mid_upload_is_recorded_and_the_next_run_succeeds(
 def _dropping_connections(env: LocalEnvironment, times: int) -> Iterator[dict[str, int]]:
     """CLIENT KILL the dump's connection before its second batch, in the first ``times`` invocations."""
     state = {"invocations": 0, "batches": 0}
-    original = redis_logical._collect_dumps
+    original = logical_dump._collect_dumps
 
     def collect(*args: Any, **kwargs: Any) -> Any:
         state["batches"] += 1
@@ -137,7 +137,7 @@ def _dropping_connections(env: LocalEnvironment, times: int) -> Iterator[dict[st
             state["batches"] = 0
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(redis_logical, "_collect_dumps", collect)
+        patch.setattr(logical_dump, "_collect_dumps", collect)
         patch.setattr(env.runner, "before_invoke", count_invocations)
         yield state
 

@@ -20,7 +20,7 @@ import pytest
 
 from servalsheets_backup.cli import restore as cli_restore
 from servalsheets_backup.cli.main import build_parser
-from servalsheets_backup.components.redis_logical import OAUTH_KEY_PATTERNS
+from servalsheets_backup.format.redis_keys import OAUTH_KEY_PATTERNS
 from servalsheets_backup.workflows.requests import RestoreRequest, parse
 
 pytestmark = pytest.mark.unit

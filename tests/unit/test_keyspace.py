@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import redis
 
-from servalsheets_backup.components.redis_logical import compile_patterns
+from servalsheets_backup.format.redis_keys import compile_patterns
 from servalsheets_backup_local.testing.keyspace import (
     TTL_TOLERANCE_MS,
     Keyspace,

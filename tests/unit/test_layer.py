@@ -33,6 +33,7 @@ servalsheets_backup/adapters/app_health.py
 servalsheets_backup/adapters/aws.py
 servalsheets_backup/adapters/elasticache.py
 servalsheets_backup/adapters/files.py
+servalsheets_backup/adapters/redis_client.py
 servalsheets_backup/adapters/s3.py
 servalsheets_backup/adapters/secrets.py
 servalsheets_backup/cli/__init__.py
@@ -40,18 +41,25 @@ servalsheets_backup/cli/main.py
 servalsheets_backup/cli/restore.py
 servalsheets_backup/components/__init__.py
 servalsheets_backup/components/config.py
-servalsheets_backup/components/redis_component.py
-servalsheets_backup/components/redis_logical.py
+servalsheets_backup/components/pending.py
+servalsheets_backup/components/redis_logical/__init__.py
+servalsheets_backup/components/redis_logical/component.py
+servalsheets_backup/components/redis_logical/dump.py
+servalsheets_backup/components/redis_logical/restore.py
+servalsheets_backup/components/redis_logical/verify.py
 servalsheets_backup/components/redis_snapshot.py
 servalsheets_backup/components/redis_snapshot_restore.py
 servalsheets_backup/components/tokens.py
 servalsheets_backup/errors.py
 servalsheets_backup/format/__init__.py
+servalsheets_backup/format/dump_payload.py
 servalsheets_backup/format/encoding.py
 servalsheets_backup/format/envelope.py
 servalsheets_backup/format/keys.py
 servalsheets_backup/format/manifest.py
 servalsheets_backup/format/rdb.py
+servalsheets_backup/format/redis_keys.py
+servalsheets_backup/format/redis_stream.py
 servalsheets_backup/format/tokenstore.py
 servalsheets_backup/handler_support.py
 servalsheets_backup/observability.py
@@ -67,6 +75,7 @@ servalsheets_backup/workflows/backup_steps.py
 servalsheets_backup/workflows/freshness.py
 servalsheets_backup/workflows/requests.py
 servalsheets_backup/workflows/restore.py
+servalsheets_backup/workflows/retries.py
 """.split()
 
 

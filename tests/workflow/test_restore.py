@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from servalsheets_backup.adapters.secrets import secret_field
-from servalsheets_backup.components.redis_logical import OAUTH_KEY_PATTERNS, key_prefix
 from servalsheets_backup.errors import LockHeldError
+from servalsheets_backup.format.redis_keys import OAUTH_KEY_PATTERNS, key_prefix
 from servalsheets_backup.format.tokenstore import encrypt_store, parse_key, write_token_file_atomic
 from servalsheets_backup_local.testing.environment import (
     ENV_SECRET,

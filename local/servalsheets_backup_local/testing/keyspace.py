@@ -32,7 +32,8 @@ from typing import Any
 
 import redis
 
-from servalsheets_backup.components.redis_logical import KeyMatcher, key_prefix, same_value
+from servalsheets_backup.format.dump_payload import same_value
+from servalsheets_backup.format.redis_keys import KeyMatcher, key_prefix
 
 TTL_TOLERANCE_MS = 5000
 READ_BATCH = 1000

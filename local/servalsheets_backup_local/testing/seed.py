@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from servalsheets_backup.components.redis_logical import key_prefix
+from servalsheets_backup.format.redis_keys import key_prefix
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS

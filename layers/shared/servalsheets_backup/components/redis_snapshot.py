@@ -14,9 +14,9 @@ import logging
 import time
 from typing import Any
 
+from servalsheets_backup.components.pending import PendingSet, lock_name
 from servalsheets_backup.errors import ConfigurationError, InvalidRdbError, SnapshotExportError
 from servalsheets_backup.services import Services
-from servalsheets_backup.workflows.backup import PendingSet, lock_name
 
 logger = logging.getLogger(__name__)
 

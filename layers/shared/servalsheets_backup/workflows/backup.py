@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from servalsheets_backup.components.pending import PendingSet, lock_name
 from servalsheets_backup.errors import BackupSystemError, InvalidInputError
 from servalsheets_backup.format.manifest import (
-    KIND_COMPONENTS,
     Manifest,
     ObjectEntry,
-    backup_time,
     new_backup_id,
     validate_kind,
 )
 from servalsheets_backup.services import Services
 from servalsheets_backup.store.audit import write_audit
 from servalsheets_backup.store.sets import SetExistsError, SetRef
+from servalsheets_backup.workflows.retries import with_retries
 
 logger = logging.getLogger(__name__)
 LABEL_MAX = 128
@@ -32,70 +32,6 @@ LABEL_MAX = 128
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass
-class PendingSet:
-    """A backup set under construction (carried in the state machine's data)."""
-
-    kind: str
-    backup_id: str
-    created_ms: int
-    owner: str
-    label: str | None = None
-    trigger: str | None = None
-    objects: list[dict[str, Any]] = field(default_factory=list)
-    components: dict[str, Any] = field(default_factory=dict)
-    source: dict[str, Any] = field(default_factory=dict)
-    redis_cursor: int = 0
-    redis_chunks: int = 0
-    redis_done: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form for the state machine."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: Any) -> PendingSet:
-        """Parse the JSON form (InvalidInputError naming what is wrong)."""
-        if not isinstance(raw, dict):
-            raise InvalidInputError("pending must be the object returned by begin_backup")
-        try:
-            pending = cls(**raw)
-        except TypeError as exc:
-            raise InvalidInputError(f"pending set is malformed: {exc}") from exc
-        # The kind and id become S3 key prefixes: check them, and the types the steps rely on.
-        validate_kind(pending.kind)
-        backup_time(pending.backup_id)
-        wrong = [
-            name for name, kind in _PENDING_TYPES.items() if not isinstance(getattr(pending, name), kind)
-        ]
-        if wrong:
-            raise InvalidInputError(f"pending set is malformed: wrong type for {', '.join(wrong)}")
-        return pending
-
-    def add(self, entry: ObjectEntry) -> None:
-        """Record an uploaded object."""
-        self.objects.append(entry.as_dict())
-
-    @property
-    def wants(self) -> tuple[str, ...]:
-        """The components this kind of set holds."""
-        return KIND_COMPONENTS[self.kind]
-
-
-_PENDING_TYPES: dict[str, type | tuple[type, ...]] = {
-    "created_ms": int,
-    "owner": str,
-    "label": (str, type(None)),
-    "trigger": (str, type(None)),
-    "objects": list,
-    "components": dict,
-    "source": dict,
-    "redis_cursor": int,
-    "redis_chunks": int,
-    "redis_done": bool,
-}
 
 
 @dataclass
@@ -112,11 +48,6 @@ class BackupResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return asdict(self)
-
-
-def lock_name(kind: str) -> str:
-    """The lock that keeps two backups of one kind apart."""
-    return f"backup:{kind}"
 
 
 def begin(
@@ -191,9 +122,9 @@ def add_component(
     if component == "tokens":
         return add_tokens(services, pending)
     if component == "redis":
-        from servalsheets_backup.components import redis_component as component_redis
+        from servalsheets_backup.components import redis_logical
 
-        return component_redis.add_logical_chunk(services, pending, deadline)
+        return redis_logical.add_logical_chunk(services, pending, deadline)
     raise InvalidInputError(f"unknown component {component!r}")
 
 
@@ -336,7 +267,6 @@ def run_backup(
     """
     pending = begin(services, kind, owner=owner, label=label, trigger=trigger)
     try:
-        from servalsheets_backup.components import redis_component as component_redis
         from servalsheets_backup.components import redis_snapshot as component_snapshot
 
         for component in pending.wants:
@@ -344,9 +274,9 @@ def run_backup(
                 component_snapshot.add_snapshot_in_process(services, pending, poll_seconds)
                 continue
             # Transient Redis errors are retried with back-off, as the state machine does.
-            component_redis.with_retries(lambda c=component: add_component(services, pending, c))
+            with_retries(lambda c=component: add_component(services, pending, c))
             while component == "redis" and not pending.redis_done:
-                component_redis.with_retries(lambda: add_component(services, pending, "redis"))
+                with_retries(lambda: add_component(services, pending, "redis"))
         result = finalize(services, pending)
         component_snapshot.prune_after(services, pending)
         return result

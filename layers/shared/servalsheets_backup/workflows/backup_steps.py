@@ -10,13 +10,13 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from servalsheets_backup.adapters.elasticache import snapshot_name
-from servalsheets_backup.components import redis_component as component_redis
+from servalsheets_backup.components import redis_logical
 from servalsheets_backup.components import redis_snapshot as component_snapshot
+from servalsheets_backup.components.pending import PendingSet
 from servalsheets_backup.errors import InvalidInputError
 from servalsheets_backup.format.manifest import KIND_COMPONENTS
 from servalsheets_backup.services import Services
 from servalsheets_backup.workflows import backup
-from servalsheets_backup.workflows.backup import PendingSet
 
 if TYPE_CHECKING:
     from servalsheets_backup.workflows.requests import BackupRequest
@@ -89,7 +89,7 @@ def add_tokens(services: Services, event: dict[str, Any]) -> dict[str, Any]:
 
 def dump_redis(services: Services, event: dict[str, Any], deadline: float | None) -> dict[str, Any]:
     """Dump one chunk of keys (the state machine loops until ``redis_done``)."""
-    return component_redis.add_logical_chunk(services, _pending(event, services), deadline).to_dict()
+    return redis_logical.add_logical_chunk(services, _pending(event, services), deadline).to_dict()
 
 
 def _snapshot_name(event: dict[str, Any], step: str) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from servalsheets_backup.adapters.app_health import Check, check_application
 from servalsheets_backup.components import config as component_config
-from servalsheets_backup.components import redis_component as component_redis
+from servalsheets_backup.components import redis_logical
 from servalsheets_backup.components import tokens as component_tokens
 from servalsheets_backup.errors import (
     ApplicationNotReadyError,
@@ -190,7 +190,7 @@ def _holds(manifest: Manifest, component: str) -> bool:
 
 
 def _is_logical(manifest: Manifest) -> bool:
-    return any(entry.name.startswith(component_redis.CHUNK_PREFIX) for entry in manifest.objects_of("redis"))
+    return any(entry.name.startswith(redis_logical.CHUNK_PREFIX) for entry in manifest.objects_of("redis"))
 
 
 def resolve_source(services: Services, request: RestoreRequest) -> SetRef:
@@ -319,9 +319,9 @@ def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest
                 f"key pattern {pattern!r} matches no key in backup "
                 f"{job['source']['backup_id']}; fix the pattern (Redis glob syntax)"
             )
-    client = component_redis.redis_logical_module().connect(services.redis_url())
+    client = redis_logical.connect(services.redis_url())
     try:
-        totals["target_endpoint"] = component_redis.redis_logical_module().redact_url(services.redis_url())
+        totals["target_endpoint"] = redis_logical.redact_url(services.redis_url())
         totals["target_keys_now"] = int(client.dbsize())
         totals["target_version"] = str(client.info("server").get("redis_version", ""))
     finally:
@@ -341,7 +341,7 @@ def _plans(
 ) -> Iterator[dict[str, Any]]:
     """The dry-run plan of every Redis dump chunk of the source set, in order."""
     for entry in manifest.objects_of("redis"):
-        yield component_redis.redis_logical_module().plan_restore(
+        yield redis_logical.plan_restore(
             _object(services, job, entry),
             now_ms=now_ms,
             patterns=patterns,
@@ -513,7 +513,7 @@ def safety_backup(services: Services, job: dict[str, Any], deadline: float | Non
         if not pending.redis_chunks and _redis_empty(target):
             safety["absent"].append("redis")
         else:
-            component_redis.add_logical_chunk(target, pending, deadline)
+            redis_logical.add_logical_chunk(target, pending, deadline)
             safety["pending"] = pending.to_dict()
             if not pending.redis_done:
                 return job
@@ -559,7 +559,7 @@ def _capture_small(
 
 
 def _redis_empty(services: Services) -> bool:
-    client = component_redis.redis_logical_module().connect(services.redis_url())
+    client = redis_logical.connect(services.redis_url())
     try:
         return int(client.dbsize()) == 0
     finally:
@@ -680,14 +680,14 @@ def _restore_redis_from(
 ) -> None:
     manifest = services.store.load_manifest(_ref(job, source_key))
     chunks = manifest.objects_of("redis")
-    client = component_redis.redis_logical_module().connect(services.redis_url())
+    client = redis_logical.connect(services.redis_url())
     try:
         if mode == "replace" and not state["flushed"]:
             client.flushdb()  # only ever reached after the safety backup has been committed
             state["flushed"] = True
         while state["chunk"] < len(chunks):
             entry = chunks[state["chunk"]]
-            result = component_redis.redis_logical_module().restore_records(
+            result = redis_logical.restore_records(
                 client,
                 _object(services, job, entry, source_key),
                 now_ms=int(services.clock() * 1000),
@@ -754,7 +754,7 @@ def verify(services: Services, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _verify_redis(services: Services, job: dict[str, Any], manifest: Manifest) -> list[Check]:
-    client = component_redis.redis_logical_module().connect(services.redis_url())
+    client = redis_logical.connect(services.redis_url())
     try:
         checks = [Check("redis PING", bool(client.ping()))]
         # Keys keep expiring after the restore: the count must lie between the keys of the backup
@@ -765,7 +765,7 @@ def _verify_redis(services: Services, job: dict[str, Any], manifest: Manifest) -
         at_most, at_least = _alive_by_prefix(
             services, job, manifest, started_ms, started_ms + COUNT_WINDOW_MS
         )
-        actual = component_redis.redis_logical_module().count_keys_by_prefix(client)
+        actual = redis_logical.count_keys_by_prefix(client)
         ended_ms = int(services.clock() * 1000)
         if ended_ms > started_ms + COUNT_WINDOW_MS:
             at_least = _alive_by_prefix(services, job, manifest, ended_ms, ended_ms)[0]
@@ -806,7 +806,7 @@ def _sample_check(services: Services, job: dict[str, Any], manifest: Manifest, c
     now_ms = int(services.clock() * 1000)
     sampled = matched = 0
     for entry in manifest.objects_of("redis"):
-        report = component_redis.redis_logical_module().compare_sample(
+        report = redis_logical.compare_sample(
             _object(services, job, entry),
             client,
             now_ms=now_ms,
@@ -938,7 +938,7 @@ def _delete_new_secrets(
 
 
 def _flush(services: Services) -> None:
-    client = component_redis.redis_logical_module().connect(services.redis_url())
+    client = redis_logical.connect(services.redis_url())
     try:
         client.flushdb()
     finally:

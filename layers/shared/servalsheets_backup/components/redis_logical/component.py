@@ -8,21 +8,14 @@ order, so the result is still one backup set.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-from servalsheets_backup.errors import TransientError
+from servalsheets_backup.adapters import redis_client
+from servalsheets_backup.components.pending import PendingSet
+from servalsheets_backup.components.redis_logical.dump import dump_keys
 from servalsheets_backup.services import Services
-from servalsheets_backup.workflows.backup import PendingSet
 
 logger = logging.getLogger(__name__)
-
-
-def redis_logical_module() -> Any:
-    """redis_logical, imported on first use: handlers that never touch Redis skip redis-py."""
-    from servalsheets_backup.components import redis_logical
-
-    return redis_logical
 
 
 CHUNK_PREFIX = "redis/dump-"
@@ -36,12 +29,12 @@ def chunk_name(index: int) -> str:
 def add_logical_chunk(services: Services, pending: PendingSet, deadline: float | None = None) -> PendingSet:
     """Dump keys from the saved cursor until done or ``deadline`` (time.monotonic); one object per call."""
     url = services.redis_url()
-    client = redis_logical_module().connect(url)
+    client = redis_client.connect(url)
     pending.redis_chunks += 1
     name = chunk_name(pending.redis_chunks)
     upload = services.store.open_object(pending.kind, pending.backup_id, name, "redis")
     try:
-        result = redis_logical_module().dump_keys(
+        result = dump_keys(
             client,
             upload,
             backup_time_ms=pending.created_ms,
@@ -69,7 +62,7 @@ def _merge_counts(pending: PendingSet, result: Any, url: str) -> None:
         counts[prefix] = counts.get(prefix, 0) + count
     totals = {
         "mode": "logical",
-        "endpoint": redis_logical_module().redact_url(url),
+        "endpoint": redis_client.redact_url(url),
         "backup_time_ms": pending.created_ms,
         "keys": partial.get("keys", 0) + result.keys_written,
         "keys_vanished": partial.get("keys_vanished", 0) + result.keys_skipped_vanished,
@@ -82,20 +75,3 @@ def _merge_counts(pending: PendingSet, result: Any, url: str) -> None:
         pending.components["redis"] = totals
     else:
         pending.source["redis_partial"] = totals
-
-
-def wait_seconds(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
-    """Exponential back-off for transient Redis errors."""
-    return float(min(cap, base * (2**attempt)))
-
-
-def with_retries(operation: Any, attempts: int = 4) -> Any:
-    """Run ``operation()`` retrying TransientError with back-off, then re-raise."""
-    for attempt in range(attempts):
-        try:
-            return operation()
-        except TransientError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(wait_seconds(attempt))
-    return None

@@ -1,0 +1,81 @@
+"""The ``redis`` component in logical mode: SCAN + DUMP + PTTL backups and RESTORE restores.
+
+Works against any Redis the functions can reach (self-managed, or the primary of a non-cluster
+ElastiCache replication group): one flat keyspace, db 0 as in ServalSheets. DUMP payloads are
+Redis's own serialisation, so every type (string, hash, list, set, sorted set, stream, module
+types) is carried unchanged. Nothing here encrypts: the dump writes the plaintext record stream
+of ``format.redis_stream`` to a sink (in production an ``EnvelopeWriter``), and the restore
+reads plaintext chunks (from ``decrypt_stream``).
+
+- ``component``: one backup step, one object ``redis/dump-NNNN`` per invocation, continued from
+  the saved SCAN cursor;
+- ``dump``: ``dump_keys`` (two batches in flight, compression and encryption on a second thread);
+- ``restore``: ``restore_records`` and its dry run ``plan_restore``;
+- ``verify``: ``count_keys_by_prefix`` and ``compare_sample`` for the restore's verification.
+
+The names below are imported on first use (PEP 562), so a handler that never touches Redis
+does not import redis-py; ``connect`` and ``redact_url`` come from ``adapters.redis_client``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from servalsheets_backup.adapters.redis_client import connect, redact_url
+    from servalsheets_backup.components.redis_logical.component import CHUNK_PREFIX, add_logical_chunk
+    from servalsheets_backup.components.redis_logical.dump import ByteSink, DumpResult, WriteBehind, dump_keys
+    from servalsheets_backup.components.redis_logical.restore import (
+        MODES,
+        RestoreResult,
+        plan_restore,
+        restore_records,
+    )
+    from servalsheets_backup.components.redis_logical.verify import (
+        SampleComparison,
+        compare_sample,
+        count_keys_by_prefix,
+    )
+
+_HOMES = {
+    "connect": "servalsheets_backup.adapters.redis_client",
+    "redact_url": "servalsheets_backup.adapters.redis_client",
+    "CHUNK_PREFIX": f"{__name__}.component",
+    "add_logical_chunk": f"{__name__}.component",
+    "ByteSink": f"{__name__}.dump",
+    "DumpResult": f"{__name__}.dump",
+    "WriteBehind": f"{__name__}.dump",
+    "dump_keys": f"{__name__}.dump",
+    "MODES": f"{__name__}.restore",
+    "RestoreResult": f"{__name__}.restore",
+    "plan_restore": f"{__name__}.restore",
+    "restore_records": f"{__name__}.restore",
+    "SampleComparison": f"{__name__}.verify",
+    "compare_sample": f"{__name__}.verify",
+    "count_keys_by_prefix": f"{__name__}.verify",
+}
+__all__ = [
+    "ByteSink",
+    "CHUNK_PREFIX",
+    "DumpResult",
+    "MODES",
+    "RestoreResult",
+    "SampleComparison",
+    "WriteBehind",
+    "add_logical_chunk",
+    "compare_sample",
+    "connect",
+    "count_keys_by_prefix",
+    "dump_keys",
+    "plan_restore",
+    "redact_url",
+    "restore_records",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` when it is first asked for."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
