@@ -23,6 +23,7 @@ from servalsheets_backup.format.manifest import MANIFEST_NAME, new_backup_id
 from servalsheets_backup.store.sets import EXPIRABLE_TAG, set_prefix
 from servalsheets_backup.workflows import restore
 from servalsheets_backup.workflows.backup import run_backup
+from servalsheets_backup.workflows.restore import safety as restore_safety
 from servalsheets_backup_local.testing.local_deploy import load_template
 from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
 
@@ -75,7 +76,9 @@ def _restore_into(stack: MiniStack, target: RedisServer, clock: float) -> str:
     services = stack.services(clock=lambda: clock)
     # Safety sets take their id from the wall clock; give them the simulated day's instead.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(restore, "new_backup_id", lambda: new_backup_id(datetime.fromtimestamp(clock, UTC)))
+        patch.setattr(
+            restore_safety, "new_backup_id", lambda: new_backup_id(datetime.fromtimestamp(clock, UTC))
+        )
         summary = restore.run_restore(services, request, "lifecycle")
     return str(summary["safety_backup_id"])
 

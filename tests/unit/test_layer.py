@@ -74,7 +74,16 @@ servalsheets_backup/workflows/backup.py
 servalsheets_backup/workflows/backup_steps.py
 servalsheets_backup/workflows/freshness.py
 servalsheets_backup/workflows/requests.py
-servalsheets_backup/workflows/restore.py
+servalsheets_backup/workflows/restore/__init__.py
+servalsheets_backup/workflows/restore/apply.py
+servalsheets_backup/workflows/restore/common.py
+servalsheets_backup/workflows/restore/finish.py
+servalsheets_backup/workflows/restore/preflight.py
+servalsheets_backup/workflows/restore/prepare.py
+servalsheets_backup/workflows/restore/rollback.py
+servalsheets_backup/workflows/restore/run.py
+servalsheets_backup/workflows/restore/safety.py
+servalsheets_backup/workflows/restore/verify.py
 servalsheets_backup/workflows/retries.py
 """.split()
 

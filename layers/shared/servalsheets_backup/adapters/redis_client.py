@@ -193,6 +193,7 @@ class Wire:
 
 @contextmanager
 def open_wire(client: redis.Redis) -> Iterator[Wire]:
+    """A Wire on one pooled connection, released (disconnected if replies are left unread) on exit."""
     wire = Wire(client)
     clean = False
     try:
@@ -203,4 +204,5 @@ def open_wire(client: redis.Redis) -> Iterator[Wire]:
 
 
 def pack_command(*args: bytes) -> bytes:
+    """One RESP command from its arguments."""
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)

@@ -1,0 +1,167 @@
+"""What every restore step shares: the job's source set and target, lock renewal, fault injection."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from servalsheets_backup.components import redis_logical
+from servalsheets_backup.errors import (
+    BackupSystemError,
+)
+from servalsheets_backup.format.manifest import Manifest, ObjectEntry
+from servalsheets_backup.services import Services
+from servalsheets_backup.store.sets import SetRef
+
+if TYPE_CHECKING:
+    pass
+
+
+logger = logging.getLogger(__name__)
+
+
+FAULT_INJECTION_ENV = "ALLOW_FAULT_INJECTION"
+
+
+LITERAL_REDIS_URL_ENV = "ALLOW_LITERAL_REDIS_URL"
+
+
+SAFETY_KIND = "pre-restore"
+
+
+APP_READY_ATTEMPTS = 20  # with the interval below: up to five minutes for the service to come up
+
+
+APP_READY_INTERVAL_SECONDS = 15
+
+
+ISOLATING_TARGET_FIELDS = ("redis_url", "redis_url_secret_id", "token_store_path", "secret_prefix")
+
+
+COUNT_WINDOW_MS = 10_000  # how long counting the keys of a restored target may take
+
+
+def renews_lock(step: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Extend the run's restore lock before ``step`` (re-entrant for its owner).
+
+    A long restore then keeps its exclusion however long it runs, while a run that died still
+    releases the target once the lock's expiry passes.
+    """
+
+    @functools.wraps(step)
+    def renewed(services: Services, job: dict[str, Any], *args: Any) -> dict[str, Any]:
+        services.state.acquire(job["lock"], job["owner"])
+        return step(services, job, *args)
+
+    return renewed
+
+
+class InjectedFault(BackupSystemError):
+    """A failure injected on purpose (drill scenarios and tests only)."""
+
+
+# -- services for the target ---------------------------------------------------------------
+def target_services(services: Services, job: dict[str, Any]) -> Services:
+    """Services whose settings point at the restore target (overrides from the request)."""
+    target = job["target"]
+    changes: dict[str, Any] = {}
+    if target.get("redis_url"):
+        changes["redis_url"] = target["redis_url"]
+    if target.get("redis_url_secret_id"):
+        changes.update(redis_url=None, redis_url_secret_id=target["redis_url_secret_id"])
+    if target.get("token_store_path"):
+        changes["token_store_path"] = target["token_store_path"]
+    if not changes:
+        return services
+    return dataclasses.replace(services, settings=dataclasses.replace(services.settings, **changes))
+
+
+def job_set_ref(job: dict[str, Any], key: str = "source") -> SetRef:
+    """The set the job restores from (``source``) or its safety backup (``safety``)."""
+    source = job[key]
+    return SetRef(source["kind"], source["backup_id"], source["manifest_key"])
+
+
+def job_manifest(services: Services, job: dict[str, Any], key: str = "source") -> Manifest:
+    """That set's manifest, authenticated."""
+    return services.store.load_manifest(job_set_ref(job, key))
+
+
+def maybe_fail(job: dict[str, Any], step: str) -> None:
+    """Raise InjectedFault after ``step`` when the request asked for it (tests and drill only)."""
+    if job.get("fail_after") == step:
+        raise InjectedFault(f"fault injected after step {step!r} (fail_after)")
+
+
+def manifest_holds(manifest: Manifest, component: str) -> bool:
+    """True when the set has data for ``component`` (a safety set records absent ones too)."""
+    summary = manifest.components.get(component)
+    if isinstance(summary, dict) and summary.get("absent"):
+        return False
+    return bool(manifest.objects_of(component)) or (component == "redis" and summary is not None)
+
+
+def is_logical_dump(manifest: Manifest) -> bool:
+    """True when the set's Redis objects are logical dump chunks (not RDB files)."""
+    return any(entry.name.startswith(redis_logical.CHUNK_PREFIX) for entry in manifest.objects_of("redis"))
+
+
+def job_object(
+    services: Services, job: dict[str, Any], entry: ObjectEntry, key: str = "source"
+) -> Iterator[bytes]:
+    """Plaintext chunks of one object of that set, at the version preflight verified."""
+    version = job.get("versions", {}).get(entry.name) if key == "source" else None
+    return services.store.read_object(job_set_ref(job, key), entry, version_id=version)
+
+
+def read_job_object(
+    services: Services, job: dict[str, Any], entry: ObjectEntry, key: str = "source"
+) -> bytes:
+    """The whole plaintext of one (small) object of that set."""
+    return b"".join(job_object(services, job, entry, key))
+
+
+def is_isolated(job: dict[str, Any]) -> bool:
+    """True when the restore goes to a target other than production (or is a verification run).
+
+    Such restores never scale the production service down and never judge production's health.
+    """
+    target = job["target"]
+    if job.get("verification") or any(target.get(name) for name in ISOLATING_TARGET_FIELDS):
+        return True
+    # A new cache is production only once the REDIS_URL secret is switched to it.
+    new_cache = target.get("new_replication_group_id") or target.get("new_serverless_cache_name")
+    return bool(new_cache) and not target.get("update_redis_url_secret")
+
+
+def notify(services: Services, subject: str, message: str) -> None:
+    """Publish to the notification topic when one is configured."""
+    if services.settings.notify_topic_arn:
+        services.client("sns").publish(
+            TopicArn=services.settings.notify_topic_arn, Subject=subject[:100], Message=message
+        )
+
+
+def iso_ms(ms: int) -> str:
+    """An epoch-milliseconds time as ISO 8601 UTC."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def flush_target(services: Services) -> None:
+    """FLUSHDB on the target Redis: a rollback before it replays the safety set, or a scratch clean-up."""
+    client = redis_logical.connect(services.redis_url())
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def elapsed_since(start: float) -> float:
+    """Seconds since a time.monotonic() value."""
+    return time.monotonic() - start

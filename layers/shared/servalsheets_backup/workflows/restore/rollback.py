@@ -1,0 +1,96 @@
+"""Undo a failed restore: the target goes back to its safety backup."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from servalsheets_backup.components import config as component_config
+from servalsheets_backup.components import tokens as component_tokens
+from servalsheets_backup.services import Services
+
+if TYPE_CHECKING:
+    pass
+from servalsheets_backup.workflows.restore.apply import prefixed, restore_redis_from
+from servalsheets_backup.workflows.restore.common import (
+    flush_target,
+    job_manifest,
+    read_job_object,
+    target_services,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# -- 7. rollback -----------------------------------------------------------------------------
+def rollback(services: Services, job: dict[str, Any], deadline: float | None) -> dict[str, Any]:
+    """Put the target back exactly as the safety backup found it (continues for large Redis)."""
+    safety = job.get("safety") or {}
+    if not safety.get("done"):
+        job["rollback"] = {"done": True, "needed": False}
+        return job
+    target = target_services(services, job)
+    state = job.setdefault(
+        "rollback",
+        {
+            "done": False,
+            "needed": True,
+            "small_done": False,
+            "redis": {"chunk": 0, "records": 0, "flushed": False, "done": False, "totals": {}},
+        },
+    )
+    if not state["small_done"]:
+        _rollback_small(target, job, safety)
+        state["small_done"] = True
+    if "redis" in job["components"] and job["redis_mode"] != "logical":
+        from servalsheets_backup.components import redis_snapshot_restore as component_redis_restore
+
+        component_redis_restore.rollback(target, job)
+    elif "redis" in job["components"]:
+        if "redis" in safety["absent"]:
+            flush_target(target)
+            state["redis"]["done"] = True
+        elif not state["redis"]["done"]:
+            job["safety_set"] = safety["set"]
+            restore_redis_from(target, job, state["redis"], "safety_set", "replace", None, deadline)
+            if not state["redis"]["done"]:
+                return job
+    state["done"] = True
+    return job
+
+
+def _rollback_small(services: Services, job: dict[str, Any], safety: dict[str, Any]) -> None:
+    if "tokens" in job["components"]:
+        if "tokens" in safety["absent"]:
+            from servalsheets_backup.adapters.files import delete_source
+
+            delete_source(component_tokens.token_path(services), services.client("s3"))
+        else:
+            previous = _safety_object(services, job, safety, "tokens")
+            component_tokens.write(services, previous)
+    if "config" in job["components"]:
+        before = component_config.ConfigBundle.from_bytes(_safety_object(services, job, safety, "config"))
+        restored = prefixed(
+            component_config.ConfigBundle.from_bytes(
+                read_job_object(services, job, job_manifest(services, job).objects_of("config")[0])
+            ),
+            job["target"].get("secret_prefix"),
+        )
+        component_config.apply(services, before, restored)
+        _delete_new_secrets(services, before, restored)
+
+
+def _safety_object(services: Services, job: dict[str, Any], safety: dict[str, Any], component: str) -> bytes:
+    job["safety_set"] = safety["set"]
+    manifest = job_manifest(services, job, "safety_set")
+    return read_job_object(services, job, manifest.objects_of(component)[0], "safety_set")
+
+
+def _delete_new_secrets(
+    services: Services,
+    before: component_config.ConfigBundle,
+    restored: component_config.ConfigBundle,
+) -> None:
+    client = services.client("secretsmanager")
+    for secret_id in sorted(set(restored.secrets) - set(before.secrets)):
+        client.delete_secret(SecretId=secret_id, RecoveryWindowInDays=7)
