@@ -52,7 +52,8 @@ def _drill_args(command: argparse.ArgumentParser) -> None:
 
 def cmd_drill(args: argparse.Namespace, out: Any) -> int:
     """Run the drill and print its report."""
-    from .drill import render, run_drill
+    from .drill import run_drill
+    from .drill_report import render
 
     if args.keys < 10 or args.keys > 5_000_000:
         raise InvalidInputError("--keys must be between 10 and 5,000,000")

@@ -10,6 +10,7 @@ import redis
 
 from servalsheets_backup.cli.main import program
 from servalsheets_backup_local.drill import SCENARIOS, run_drill
+from servalsheets_backup_local.drill_report import render
 from servalsheets_backup_local.testing.redis_server import pid_alive
 
 pytestmark = pytest.mark.drill
@@ -74,7 +75,7 @@ def test_a_failing_drill_reports_why_and_leaves_nothing_running(monkeypatch: pyt
     report = run_drill(keys=200, scenario="full-restore")
     assert not report.ok
     assert report.failure is not None and "simulated crash" in report.failure
-    assert drill.render(report).splitlines()[-1].startswith("DRILL FAILED: RuntimeError")
+    assert render(report).splitlines()[-1].startswith("DRILL FAILED: RuntimeError")
     _assert_nothing_left(report.environment)
 
 
