@@ -1,4 +1,4 @@
-"""ServalSheets backup and restore: the shared package every Lambda, the CLI and the drill run."""
+"""ServalSheets backup and restore: the runtime package every Lambda and the CLI run (the layer)."""
 
 __version__ = "0.1.0"
 TOOL_NAME = "servalsheets-backup"

@@ -1,4 +1,4 @@
-"""CLI subcommand for restores (registered by cli.py)."""
+"""CLI subcommand for restores (registered by cli/main.py)."""
 
 from __future__ import annotations
 
