@@ -76,8 +76,11 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 	touch $(CHECKOV_STAMP)
 
 # Failing checks are fixed in template.yaml or skipped there, in the resource's Metadata, with a reason.
-checkov: $(CHECKOV_STAMP)
-	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
+# checkov does not expand Fn::ForEach: it scans the template as AWS::LanguageExtensions leaves it.
+EXPANDED_TEMPLATE := .aws-sam/template.expanded.json
+checkov: $(CHECKOV_STAMP) $(STAMP)
+	$(BIN)/python -m servalsheets_backup_local.testing.language_extensions template.yaml $(EXPANDED_TEMPLATE)
+	$(CHECKOV_VENV)/bin/checkov -f $(EXPANDED_TEMPLATE) --framework cloudformation --quiet --compact --skip-download
 
 # Findings are fixed or marked `# nosec <test id>` with the reason on the line above.
 bandit: $(STAMP)

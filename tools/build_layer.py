@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from servalsheets_backup_local.testing.local_deploy import load_template
+from servalsheets_backup_local.testing.template_file import load_template
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_UNZIPPED_LIMIT_BYTES = 250 * 1024 * 1024

@@ -30,14 +30,10 @@ from servalsheets_backup.settings import Settings
 from servalsheets_backup.store.audit import read_audit
 from servalsheets_backup.store.sets import EXPIRABLE_TAG, SetRef
 from servalsheets_backup_local.testing.intrinsics import Resolver
-from servalsheets_backup_local.testing.local_deploy import (
-    Deployment,
-    LocalDeployer,
-    Site,
-    load_template,
-)
+from servalsheets_backup_local.testing.local_deploy import Deployment, LocalDeployer, Site
 from servalsheets_backup_local.testing.redis_server import RedisServer
 from servalsheets_backup_local.testing.servalsheets_state import redis_snapshot
+from servalsheets_backup_local.testing.template_file import load_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"

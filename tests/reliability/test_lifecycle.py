@@ -24,8 +24,8 @@ from servalsheets_backup.store.sets import EXPIRABLE_TAG, set_prefix
 from servalsheets_backup.workflows import restore
 from servalsheets_backup.workflows.backup import run_backup
 from servalsheets_backup.workflows.restore import safety as restore_safety
-from servalsheets_backup_local.testing.local_deploy import load_template
 from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
+from servalsheets_backup_local.testing.template_file import load_template
 
 from .helpers import (
     TEMPLATE_PATH,

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from servalsheets_backup_local.testing.local_deploy import load_template
+from servalsheets_backup_local.testing.template_file import load_template
 
 from .helpers import REPO_ROOT, TEMPLATE_PATH
 from .pip_audit_gate import verdict

@@ -22,6 +22,8 @@ from cfnlint.decode import cfn_yaml
 from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
 from samtranslator.translator.transform import transform
 
+from servalsheets_backup_local.testing import language_extensions
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 EVENTS_DIR = REPO_ROOT / "events"
@@ -57,9 +59,14 @@ def _source() -> str:
     return json.dumps(cfn_yaml.load(str(TEMPLATE_PATH)))
 
 
-def source_template() -> Template:
-    """template.yaml as written (a fresh copy each call)."""
+def raw_template() -> Template:
+    """template.yaml as written, Fn::ForEach loops unexpanded (a fresh copy each call)."""
     return dict(json.loads(_source()))
+
+
+def source_template() -> Template:
+    """template.yaml as CloudFormation sees it after AWS::LanguageExtensions (loops expanded)."""
+    return language_extensions.expand(raw_template())
 
 
 @cache

@@ -35,6 +35,7 @@ from .template_helpers import (
     identity_policies,
     load_event,
     placeholders,
+    raw_template,
     resources_of_type,
     role_statements,
     source_template,
@@ -227,20 +228,41 @@ def test_functions_only_set_variables_that_settings_reads(source: dict[str, Any]
 def test_every_function_has_a_log_group_and_errors_and_throttles_alarms(
     source: dict[str, Any],
 ) -> None:
+    # The template generates these with Fn::ForEach; ``source`` is the template after the
+    # language extensions, so every function's three resources must exist as written out.
     resources = source["Resources"]
-    for logical_id in FUNCTION_FOLDERS:
+    for logical_id, folder in FUNCTION_FOLDERS.items():
+        function_name = function_properties(source, logical_id)["FunctionName"]
+        assert function_name == {
+            "Fn::Sub": f"servalsheets-backup-${{Environment}}-{folder.replace('_', '-')}"
+        }
         log_group = resources[f"{logical_id}LogGroup"]["Properties"]
         assert log_group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{logical_id}}}"}
         assert log_group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
         for metric in ("Errors", "Throttles"):
             alarm = resources[f"{logical_id}{metric}Alarm"]["Properties"]
+            assert alarm["AlarmName"] == {"Fn::Sub": f"${{{logical_id}}}-{metric.lower()}"}
             assert alarm["Namespace"] == "AWS/Lambda"
             assert alarm["MetricName"] == metric
-            assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": logical_id}}]
+            assert alarm["Dimensions"] == [
+                {"Name": "FunctionName", "Value": {"Fn::Sub": f"${{{logical_id}}}"}}
+            ]
             assert alarm["Statistic"] == "Sum"
             assert alarm["Threshold"] == 1
             assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+            assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": "NotificationTopic"}]
     assert parameter_default(source, "LogRetentionDays") == 90
+
+
+def test_the_per_function_resources_are_generated_for_exactly_the_functions() -> None:
+    # A new function cannot be forgotten: the loop's list is the template's function list.
+    (loop,) = [v for k, v in raw_template()["Resources"].items() if k.startswith("Fn::ForEach::")]
+    assert sorted(loop[1]) == sorted(FUNCTION_FOLDERS)
+    assert set(loop[2]) == {
+        "${FunctionId}LogGroup",
+        "${FunctionId}ErrorsAlarm",
+        "${FunctionId}ThrottlesAlarm",
+    }
 
 
 # ---------------------------------------------------------------------------- schedules
@@ -793,7 +815,12 @@ def test_no_logs_wildcard_anywhere() -> None:
 def alarm(source: dict[str, Any], logical_id: str) -> dict[str, Any]:
     """An alarm's properties, checked for the common pattern (name, topic actions)."""
     properties = dict(source["Resources"][logical_id]["Properties"])
-    assert sub_text(properties["AlarmName"]).startswith("servalsheets-backup-${Environment}-")
+    name = sub_text(properties["AlarmName"])
+    # Per-function alarms are named after their function, whose name has the same prefix.
+    function = re.fullmatch(r"\$\{(\w+Function)\}-(errors|throttles)", name or "")
+    if function:
+        name = sub_text(function_properties(source, function.group(1))["FunctionName"])
+    assert name.startswith("servalsheets-backup-${Environment}-")
     assert properties["AlarmActions"] == [{"Ref": "NotificationTopic"}]
     assert properties["OKActions"] == [{"Ref": "NotificationTopic"}]
     return properties

@@ -16,43 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from servalsheets_backup.adapters import aws
 
 from .intrinsics import NO_VALUE, Resolver
 from .lambda_runner import LambdaRunner
+from .template_file import load_template
 
 ACCOUNT = "123456789012"
 ARTIFACTS = "local-artifacts"
 _REF_PATTERN = re.compile(r"\$\{([A-Za-z0-9]+)")
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that turns CloudFormation short tags (!Ref, !Sub, ...) into their long form."""
-
-
-def _short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    name = "Ref" if suffix == "Ref" else ("Condition" if suffix == "Condition" else f"Fn::{suffix}")
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _short_tag)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    """Read a CloudFormation/SAM YAML template with short-form intrinsics."""
-    # bandit B506: _CfnLoader is a yaml.SafeLoader subclass (plus CloudFormation's short tags).
-    document: dict[str, Any] = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506  # nosec B506
-    return document
 
 
 class _EmptyPolicyLoader:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from servalsheets_backup.components import config as component_config
 from servalsheets_backup.components import redis_logical
@@ -13,9 +12,6 @@ from servalsheets_backup.errors import (
     RestoreVerificationError,
 )
 from servalsheets_backup.services import Services
-
-if TYPE_CHECKING:
-    pass
 from servalsheets_backup.workflows.restore.common import (
     is_isolated,
     job_manifest,
@@ -27,8 +23,6 @@ from servalsheets_backup.workflows.restore.common import (
     renews_lock,
     target_services,
 )
-
-logger = logging.getLogger(__name__)
 
 
 # -- config helpers --------------------------------------------------------------------------

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from servalsheets_backup.components import redis_logical
 from servalsheets_backup.errors import (
@@ -16,13 +15,6 @@ from servalsheets_backup.errors import (
 from servalsheets_backup.format.manifest import Manifest, ObjectEntry
 from servalsheets_backup.services import Services
 from servalsheets_backup.store.sets import SetRef
-
-if TYPE_CHECKING:
-    pass
-
-
-logger = logging.getLogger(__name__)
-
 
 FAULT_INJECTION_ENV = "ALLOW_FAULT_INJECTION"
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from servalsheets_backup.components import config as component_config
 from servalsheets_backup.services import Services
 from servalsheets_backup.store.audit import write_audit
 from servalsheets_backup.workflows.freshness import VERIFICATION_MARKER
-
-if TYPE_CHECKING:
-    pass
 from servalsheets_backup.workflows.restore.apply import prefixed
 from servalsheets_backup.workflows.restore.common import (
     flush_target,
@@ -20,8 +16,6 @@ from servalsheets_backup.workflows.restore.common import (
     read_job_object,
     target_services,
 )
-
-logger = logging.getLogger(__name__)
 
 
 # -- 8. finish -------------------------------------------------------------------------------

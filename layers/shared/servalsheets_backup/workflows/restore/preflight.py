@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from servalsheets_backup.components import config as component_config
 from servalsheets_backup.components import redis_logical
@@ -16,9 +15,6 @@ from servalsheets_backup.errors import (
 )
 from servalsheets_backup.format.manifest import Manifest
 from servalsheets_backup.services import Services
-
-if TYPE_CHECKING:
-    pass
 from servalsheets_backup.workflows.restore.apply import current_config, prefixed
 from servalsheets_backup.workflows.restore.common import (
     job_object,
@@ -28,8 +24,6 @@ from servalsheets_backup.workflows.restore.common import (
     renews_lock,
     target_services,
 )
-
-logger = logging.getLogger(__name__)
 
 
 # -- 2. preflight ----------------------------------------------------------------------------

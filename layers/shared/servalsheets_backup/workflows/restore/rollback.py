@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from servalsheets_backup.components import config as component_config
 from servalsheets_backup.components import tokens as component_tokens
 from servalsheets_backup.services import Services
-
-if TYPE_CHECKING:
-    pass
 from servalsheets_backup.workflows.restore.apply import prefixed, restore_redis_from
 from servalsheets_backup.workflows.restore.common import (
     flush_target,
@@ -18,8 +14,6 @@ from servalsheets_backup.workflows.restore.common import (
     read_job_object,
     target_services,
 )
-
-logger = logging.getLogger(__name__)
 
 
 # -- 7. rollback -----------------------------------------------------------------------------

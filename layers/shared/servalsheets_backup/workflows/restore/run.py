@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from servalsheets_backup.errors import (
     ApplicationNotReadyError,
 )
 from servalsheets_backup.services import Services
-
-if TYPE_CHECKING:
-    pass
 from servalsheets_backup.workflows.restore.apply import (
     maintenance,
     restore_config,
@@ -26,8 +22,6 @@ from servalsheets_backup.workflows.restore.prepare import prepare
 from servalsheets_backup.workflows.restore.rollback import rollback
 from servalsheets_backup.workflows.restore.safety import safety_backup
 from servalsheets_backup.workflows.restore.verify import verify
-
-logger = logging.getLogger(__name__)
 
 
 def run_restore(

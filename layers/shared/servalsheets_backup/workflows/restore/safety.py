@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from servalsheets_backup.components import config as component_config
 from servalsheets_backup.components import redis_logical
@@ -11,9 +10,6 @@ from servalsheets_backup.components import tokens as component_tokens
 from servalsheets_backup.format.manifest import ObjectEntry, new_backup_id
 from servalsheets_backup.services import Services
 from servalsheets_backup.workflows import backup
-
-if TYPE_CHECKING:
-    pass
 from servalsheets_backup.workflows.restore.apply import current_config
 from servalsheets_backup.workflows.restore.common import (
     SAFETY_KIND,
@@ -24,8 +20,6 @@ from servalsheets_backup.workflows.restore.common import (
     renews_lock,
     target_services,
 )
-
-logger = logging.getLogger(__name__)
 
 
 # -- 4. safety backup ------------------------------------------------------------------------

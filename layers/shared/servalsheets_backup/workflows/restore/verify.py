@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from servalsheets_backup.adapters.app_health import Check, check_application
 from servalsheets_backup.components import config as component_config
@@ -16,9 +15,6 @@ from servalsheets_backup.errors import (
 )
 from servalsheets_backup.format.manifest import Manifest
 from servalsheets_backup.services import Services
-
-if TYPE_CHECKING:
-    pass
 from servalsheets_backup.workflows.restore.apply import current_config, prefixed
 from servalsheets_backup.workflows.restore.common import (
     COUNT_WINDOW_MS,
@@ -32,8 +28,6 @@ from servalsheets_backup.workflows.restore.common import (
     target_services,
 )
 from servalsheets_backup.workflows.restore.preflight import redis_plans
-
-logger = logging.getLogger(__name__)
 
 
 # -- 6. verify the restored deployment -------------------------------------------------------
