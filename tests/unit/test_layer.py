@@ -78,6 +78,7 @@ servalsheets_backup/workflows/restore/__init__.py
 servalsheets_backup/workflows/restore/apply.py
 servalsheets_backup/workflows/restore/common.py
 servalsheets_backup/workflows/restore/finish.py
+servalsheets_backup/workflows/restore/job.py
 servalsheets_backup/workflows/restore/preflight.py
 servalsheets_backup/workflows/restore/prepare.py
 servalsheets_backup/workflows/restore/rollback.py

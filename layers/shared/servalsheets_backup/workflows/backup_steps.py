@@ -7,6 +7,7 @@ state needs: no timestamps, no large payloads, never secret values.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from servalsheets_backup.adapters.elasticache import snapshot_name
@@ -46,6 +47,27 @@ def _pending(event: dict[str, Any], services: Services | None = None) -> Pending
     return pending
 
 
+@dataclass(frozen=True)
+class BackupPlan:
+    """What the backup state machine's Choice states branch on (``$.plan``; a test checks the ASL)."""
+
+    config: bool
+    tokens: bool
+    redis: bool
+    redis_mode: str
+    serverless: bool
+    replication_group_id: str
+    snapshot_name: str
+    poll_seconds: int
+
+
+@dataclass(frozen=True)
+class SnapshotPoll:
+    """One look at an ElastiCache snapshot (``$.snapshot``)."""
+
+    status: str
+
+
 def begin(services: Services, event: dict[str, Any], owner: str) -> dict[str, Any]:
     """Validate the request, take the lock, allocate the id, and plan the components."""
     request = _request(event)
@@ -64,16 +86,18 @@ def begin(services: Services, event: dict[str, Any], owner: str) -> dict[str, An
     return {
         "request": request.model_dump(),
         "pending": pending.to_dict(),
-        "plan": {
-            "config": "config" in components,
-            "tokens": "tokens" in components,
-            "redis": "redis" in components,
-            "redis_mode": settings.redis_mode,
-            "serverless": bool(settings.serverless_cache_name),
-            "replication_group_id": settings.replication_group_id or "",
-            "snapshot_name": snapshot_name(pending.backup_id),
-            "poll_seconds": request.poll_seconds,
-        },
+        "plan": asdict(
+            BackupPlan(
+                config="config" in components,
+                tokens="tokens" in components,
+                redis="redis" in components,
+                redis_mode=settings.redis_mode,
+                serverless=bool(settings.serverless_cache_name),
+                replication_group_id=settings.replication_group_id or "",
+                snapshot_name=snapshot_name(pending.backup_id),
+                poll_seconds=request.poll_seconds,
+            )
+        ),
     }
 
 
@@ -112,8 +136,8 @@ def snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:
     name = _snapshot_name(event, "the snapshot step")
     _pending(event, services)  # the backup lock is renewed on every poll
     if action == "create":
-        return {"status": component_snapshot.create_snapshot(services, name)}
-    return {"status": component_snapshot.snapshot_status(services, name)}
+        return asdict(SnapshotPoll(component_snapshot.create_snapshot(services, name)))
+    return asdict(SnapshotPoll(component_snapshot.snapshot_status(services, name)))
 
 
 def export_snapshot(services: Services, event: dict[str, Any]) -> dict[str, Any]:

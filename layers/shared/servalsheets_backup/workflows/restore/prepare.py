@@ -103,7 +103,7 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, 
         "redis_mode": "logical" if logical else "elasticache",
     }
     logger.info("restore prepared", extra={"restore_id": job["restore_id"], "backup_id": ref.backup_id})
-    return job
+    return job_from({"job": job})
 
 
 def resolve_source(services: Services, request: RestoreRequest) -> SetRef:
@@ -130,39 +130,14 @@ def resolve_source(services: Services, request: RestoreRequest) -> SetRef:
 
 
 def job_from(event: Any) -> dict[str, Any]:
-    """The ``job`` carried in a restore step's event, or InvalidInputError."""
+    """The ``job`` carried in a restore step's event, validated as a ``RestoreJob``, or InvalidInputError."""
+    # pydantic is imported when a step runs, not when a handler is imported (cold start).
+    from servalsheets_backup.workflows.restore.job import dump_job, parse_job
+
     job = event.get("job") if isinstance(event, dict) else None
     if not isinstance(job, dict) or "restore_id" not in job:
         raise InvalidInputError("this restore step needs the 'job' returned by prepare_restore")
-    wrong = [name for name, kind in _JOB_TYPES.items() if not isinstance(job.get(name), kind)]
-    source = job.get("source")
-    if isinstance(source, dict) and not all(isinstance(source.get(k), str) for k in _SOURCE_FIELDS):
-        wrong.append("source")
-    if wrong:
-        raise InvalidInputError(
-            f"the 'job' returned by prepare_restore is malformed ({', '.join(wrong)}): pass it on unchanged"
-        )
-    return job
-
-
-_JOB_TYPES: dict[str, type] = {
-    "restore_id": str,
-    "source": dict,
-    "components": list,
-    "with": dict,
-    "mode": str,
-    "key_patterns": list,
-    "dry_run": bool,
-    "verification": bool,
-    "target": dict,
-    "lock": str,
-    "owner": str,
-    "started_ms": int,
-    "redis_mode": str,
-}
-
-
-_SOURCE_FIELDS = ("kind", "backup_id", "manifest_key")
+    return dump_job(parse_job(job))
 
 
 def describe_failure(event: dict[str, Any]) -> str:
