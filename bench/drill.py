@@ -74,9 +74,6 @@ def log_lines(result: dict[str, Any]) -> list[str]:
     ]
     lines += [f"  restore step {s['state']:<40} {s['seconds']:7.1f} s" for s in result["restore_steps"]]
     totals = result["checker_totals"]
-    lines.append(
-        "  checker: "
-        + ", ".join(f"{name} {count:,}" for name, count in totals.items() if name != "tolerance_ms")
-    )
+    lines.append("  checker: " + ", ".join(f"{name} {count:,}" for name, count in totals.items()))
     lines += [f"  FAILED CHECK {c['name']}: {c['detail']}" for c in result["failed_checks"]]
     return lines

@@ -33,7 +33,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_UNZIPPED_LIMIT_BYTES = 250 * 1024 * 1024
 PLATFORMS = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}
 ELF_MACHINES = {"arm64": 0xB7, "x86_64": 0x3E}  # e_machine: EM_AARCH64, EM_X86_64
-SKIPPED = ("__pycache__", ".egg-info", ".dist-info-tmp")
 
 
 class LayerError(Exception):
@@ -76,11 +75,24 @@ def install_requirements(requirements: Path, target: Path, runtime: str, archite
         )
 
 
+def layer_sources(content: Path) -> list[Path]:
+    """The files ``sam build`` takes from ContentUri (not caches, not pip's local egg-info)."""
+    return sorted(
+        path
+        for path in content.rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and not any(part.endswith(".egg-info") for part in path.parts)
+    )
+
+
 def copy_package(content: Path, target: Path) -> None:
-    """What SAM copies from ContentUri besides the requirements: the runtime package."""
-    for item in sorted(content.iterdir()):
-        if item.is_dir() and not any(part in item.name for part in SKIPPED):
-            shutil.copytree(item, target / item.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    """Copy the runtime package (the sources under a folder; requirements.txt is installed)."""
+    for source in layer_sources(content):
+        relative = source.relative_to(content)
+        if len(relative.parts) > 1:
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / relative)
 
 
 def elf_machine(path: Path) -> int | None:

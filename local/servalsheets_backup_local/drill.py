@@ -32,7 +32,7 @@ from .testing.environment import (
     LocalEnvironment,
     start_environment,
 )
-from .testing.keyspace import Keyspace, capture_after, capture_keyspace, compare_keyspaces, prefixes
+from .testing.keyspace import FAILURES, Keyspace, capture_after, capture_keyspace, compare_keyspaces, prefixes
 from .testing.servalsheets_state import SeededState, redis_snapshot, seed_state
 from .testing.serverless_standin import ServerlessCacheStandIn
 
@@ -424,11 +424,7 @@ def _failing(counter: Counter[str]) -> str:
 def _unchanged(environment: LocalEnvironment, before: Keyspace) -> tuple[bool, str]:
     """Same keys, same values, same absolute expiries; keys may only have expired meanwhile."""
     verdict = compare_keyspaces(before, capture_after(environment.production.url, before))
-    problems = {
-        name: verdict.total(name)
-        for name in ("missing", "ttl_off", "value_different", "outlived_ttl", "unexpected")
-        if verdict.total(name)
-    }
+    problems = {name: verdict.total(name) for name in FAILURES if verdict.total(name)}
     detail = f"{verdict.total('required')} keys compared" + "".join(
         f", {count} {name.replace('_', ' ')}" for name, count in problems.items()
     )

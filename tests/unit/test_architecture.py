@@ -149,17 +149,7 @@ def test_no_module_is_over_500_lines(root: Path) -> None:
 
 def test_handlers_are_thin_and_call_the_workflows() -> None:
     for app in sorted((REPO_ROOT / "functions").glob("*/app.py")):
-        imported = _imports_of_handler(app)
+        imported = _imports(app.parent.name, app)
         assert imported, f"{app}: a handler calls the runtime package"
         assert all(layer_of(m) >= layer_of(f"{PACKAGE}.workflows") for m in imported), (app, imported)
         assert len(app.read_text().splitlines()) <= 40, f"{app} is more than a thin adapter"
-
-
-def _imports_of_handler(app: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(app.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(PACKAGE):
-            for alias in node.names:
-                submodule = f"{node.module}.{alias.name}"
-                found.add(submodule if submodule in MODULES else node.module)
-    return found

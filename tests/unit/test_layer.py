@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tools import build_layer
+
 from .template_helpers import REPO_ROOT, source_template
 
 pytestmark = pytest.mark.unit
@@ -96,15 +98,9 @@ def layer_root() -> Path:
 
 
 def layer_files() -> list[str]:
-    """Files ``sam build`` copies from ContentUri (it skips caches; pip's egg-info is local only)."""
+    """Files ``sam build`` copies from ContentUri, as ``make layer`` selects them."""
     root = layer_root()
-    return sorted(
-        str(path.relative_to(root))
-        for path in root.rglob("*")
-        if path.is_file()
-        and "__pycache__" not in path.parts
-        and not any(part.endswith(".egg-info") for part in path.parts)
-    )
+    return [str(path.relative_to(root)) for path in build_layer.layer_sources(root)]
 
 
 def test_the_layer_holds_exactly_the_runtime_package() -> None:

@@ -36,6 +36,9 @@ from servalsheets_backup.format.dump_payload import same_value
 from servalsheets_backup.format.redis_keys import KeyMatcher, key_prefix
 
 TTL_TOLERANCE_MS = 5000
+# Verdicts that fail a comparison, and every verdict counted (each a field of KeyspaceComparison).
+FAILURES = ("missing", "ttl_off", "value_different", "outlived_ttl", "unexpected")
+VERDICTS = ("required", "restored", "compared", *FAILURES, "expired_before_check", "expiring_at_check")
 READ_BATCH = 1000
 
 
@@ -148,13 +151,13 @@ class KeyspaceComparison:
     @property
     def ok(self) -> bool:
         """True when no key is missing, off, different, outlived or unexpected."""
-        return not any((self.missing, self.ttl_off, self.value_different, self.outlived_ttl, self.unexpected))
+        return not any(self.total(name) for name in FAILURES)
 
     def note(self, verdict: str, key: bytes) -> None:
         """Count ``key`` under ``verdict`` (keep the first few key names of each failure)."""
         counter: Counter[str] = getattr(self, verdict)
         counter[key_prefix(key)] += 1
-        if verdict in ("missing", "ttl_off", "value_different", "outlived_ttl", "unexpected"):
+        if verdict in FAILURES:
             examples = self.examples.setdefault(verdict, [])
             if len(examples) < 5:
                 examples.append(key)
@@ -166,13 +169,9 @@ class KeyspaceComparison:
 
     def as_dict(self) -> dict[str, Any]:
         """Report form: counts per prefix (key names never leave the process)."""
-        names = (
-            "required", "restored", "compared", "missing", "ttl_off", "value_different", "outlived_ttl",
-            "unexpected", "expired_before_check", "expiring_at_check",
-        )  # fmt: skip
         return {
             "tolerance_ms": self.tolerance_ms,
-            **{name: dict(sorted(getattr(self, name).items())) for name in names},
+            **{name: dict(sorted(getattr(self, name).items())) for name in VERDICTS},
         }
 
 
@@ -182,17 +181,15 @@ def compare_keyspaces(
     *,
     matcher: KeyMatcher | None = None,
     tolerance_ms: int = TTL_TOLERANCE_MS,
-    allow_extra: bool = False,
 ) -> KeyspaceComparison:
     """Judge every reference key (those ``matcher`` selects) at the moment ``actual`` checked it."""
     result = KeyspaceComparison(tolerance_ms)
     for key, before in reference.keys.items():
         if matcher is None or matcher(key):
             _judge(result, key, before, actual, tolerance_ms)
-    if not allow_extra:
-        for key in actual.keys:
-            if key not in reference.keys or (matcher is not None and not matcher(key)):
-                result.note("unexpected", key)
+    for key in actual.keys:
+        if key not in reference.keys or (matcher is not None and not matcher(key)):
+            result.note("unexpected", key)
     return result
 
 
