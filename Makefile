@@ -75,12 +75,13 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	touch $(CHECKOV_STAMP)
 
-# Failing checks are fixed in template.yaml or skipped there, in the resource's Metadata, with a reason.
+# Failing checks are fixed in template.yaml or skipped with a reason: in the resource's Metadata, or in
+# .checkov.yaml when the reason holds for every function.
 # checkov does not expand Fn::ForEach: it scans the template as AWS::LanguageExtensions leaves it.
 EXPANDED_TEMPLATE := .aws-sam/template.expanded.json
 checkov: $(CHECKOV_STAMP) $(STAMP)
 	$(BIN)/python -m servalsheets_backup_local.testing.language_extensions template.yaml $(EXPANDED_TEMPLATE)
-	$(CHECKOV_VENV)/bin/checkov -f $(EXPANDED_TEMPLATE) --framework cloudformation --quiet --compact --skip-download
+	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml -f $(EXPANDED_TEMPLATE) --framework cloudformation --quiet --compact --skip-download
 
 # Findings are fixed or marked `# nosec <test id>` with the reason on the line above.
 bandit: $(STAMP)

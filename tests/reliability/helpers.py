@@ -60,7 +60,9 @@ def deploy_resources(logical_ids: tuple[str, ...], parameters: dict[str, Any] | 
             return deployment.physical.get(logical, f"unresolved:{logical}")
         return deployment.attributes.get(logical, {}).get(name, f"unresolved:{logical}.{name}")
 
-    resolver = Resolver(values, deployer._pseudo(), template.get("Conditions", {}), attribute)
+    resolver = Resolver(
+        values, deployer._pseudo(), template.get("Conditions", {}), attribute, template.get("Mappings", {})
+    )
     for logical_id in logical_ids:
         resource = template["Resources"][logical_id]
         properties = resolver.resolve(resource.get("Properties", {}))

@@ -188,6 +188,24 @@ def sub_text(value: Any) -> str | None:
     return None
 
 
+def resolve_mappings(node: Any, mappings: dict[str, Any]) -> Any:
+    """``node`` with every Fn::FindInMap looked up, and Fn::Sub variables that became plain text
+    folded into the string (what CloudFormation resolves before any resource exists)."""
+    if isinstance(node, list):
+        return [resolve_mappings(item, mappings) for item in node]
+    if not isinstance(node, dict):
+        return node
+    resolved = {key: resolve_mappings(value, mappings) for key, value in node.items()}
+    if set(resolved) == {"Fn::FindInMap"}:
+        name, top, second = resolved["Fn::FindInMap"]
+        return mappings[name][top][second]
+    sub = resolved.get("Fn::Sub")
+    if isinstance(sub, list) and all(isinstance(value, str) for value in sub[1].values()):
+        text = re.sub(r"\$\{(\w+)\}", lambda m: sub[1].get(m.group(1), m.group(0)), sub[0])
+        return {"Fn::Sub": text}
+    return resolved
+
+
 def placeholders(text: str) -> set[str]:
     """The ``${Name}`` placeholders in ``text``."""
     return set(_PLACEHOLDER.findall(text))

@@ -21,14 +21,22 @@ def test_each_value_gives_one_copy_with_the_identifier_replaced_in_keys_and_stri
     body = {
         "${Name}Topic": {
             "Type": "AWS::SNS::Topic",
-            "Properties": {"TopicName": {"Fn::Sub": "x-${Name}-${AWS::Region}"}, "Ref": {"Ref": "${Name}Fn"}},
+            "Properties": {
+                "TopicName": {"Fn::Sub": "x-${Name}-${AWS::Region}"},
+                "Ref": {"Ref": "${Name}Fn"},
+                "Looked": {"Fn::FindInMap": ["Names", {"Ref": "Name"}, "Label"]},
+            },
         }
     }
     expanded = expand(_template(["Name", ["Alpha", "Beta"], body]))
     assert expanded["Transform"] == "AWS::Serverless-2016-10-31"
     assert set(expanded["Resources"]) == {"AlphaTopic", "BetaTopic", "Kept"}
     beta = expanded["Resources"]["BetaTopic"]["Properties"]
-    assert beta == {"TopicName": {"Fn::Sub": "x-Beta-${AWS::Region}"}, "Ref": {"Ref": "BetaFn"}}
+    assert beta == {
+        "TopicName": {"Fn::Sub": "x-Beta-${AWS::Region}"},
+        "Ref": {"Ref": "BetaFn"},
+        "Looked": {"Fn::FindInMap": ["Names", "Beta", "Label"]},
+    }
 
 
 def test_a_collection_from_a_parameter_and_the_alphanumeric_form() -> None:

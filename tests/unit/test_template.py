@@ -36,6 +36,7 @@ from .template_helpers import (
     load_event,
     placeholders,
     raw_template,
+    resolve_mappings,
     resources_of_type,
     role_statements,
     source_template,
@@ -256,8 +257,10 @@ def test_every_function_has_a_log_group_and_errors_and_throttles_alarms(
 
 def test_the_per_function_resources_are_generated_for_exactly_the_functions() -> None:
     # A new function cannot be forgotten: the loop's list is the template's function list.
-    (loop,) = [v for k, v in raw_template()["Resources"].items() if k.startswith("Fn::ForEach::")]
+    loop = raw_template()["Resources"]["Fn::ForEach::FunctionLogsAndAlarms"]
     assert sorted(loop[1]) == sorted(FUNCTION_FOLDERS)
+    outputs = raw_template()["Outputs"]["Fn::ForEach::FunctionOutputs"]
+    assert outputs[1] == loop[1]
     assert set(loop[2]) == {
         "${FunctionId}LogGroup",
         "${FunctionId}ErrorsAlarm",
@@ -814,7 +817,7 @@ def test_no_logs_wildcard_anywhere() -> None:
 # ---------------------------------------------------------------------------- alarms
 def alarm(source: dict[str, Any], logical_id: str) -> dict[str, Any]:
     """An alarm's properties, checked for the common pattern (name, topic actions)."""
-    properties = dict(source["Resources"][logical_id]["Properties"])
+    properties = resolve_mappings(source["Resources"][logical_id]["Properties"], source.get("Mappings", {}))
     name = sub_text(properties["AlarmName"])
     # Per-function alarms are named after their function, whose name has the same prefix.
     function = re.fullmatch(r"\$\{(\w+Function)\}-(errors|throttles)", name or "")
@@ -846,13 +849,14 @@ def test_backup_stale_alarms(source: dict[str, Any], kind: str) -> None:
     assert properties["Statistic"] == "Maximum"
     assert properties["ComparisonOperator"] == "GreaterThanThreshold"
     assert properties["TreatMissingData"] == "breaching"
+    # (seconds when RedisBackupInterval=hourly, seconds when daily): only Redis changes.
     expected = {
-        "config": 93_600,
-        "tokens": 93_600,
-        "redis": {"Fn::If": ["RedisHourly", 7_200, 93_600]},
-        "full": 691_200,
+        "config": (93_600, 93_600),
+        "tokens": (93_600, 93_600),
+        "redis": (7_200, 93_600),
+        "full": (691_200, 691_200),
     }
-    assert properties["Threshold"] == expected[kind]
+    assert properties["Threshold"] == {"Fn::If": ["RedisHourly", *expected[kind]]}
 
 
 @pytest.mark.parametrize("kind", sorted(KIND_IDS))
@@ -873,7 +877,7 @@ def test_backup_size_too_small_alarms(source: dict[str, Any], kind: str) -> None
     assert properties["Dimensions"] == business_dimensions(kind)
     assert properties["Statistic"] == "Minimum"
     assert properties["ComparisonOperator"] == "LessThanThreshold"
-    assert properties["Threshold"] == {"Ref": f"MinBackupSizeBytes{KIND_IDS[kind]}"}
+    assert sub_text(properties["Threshold"]) == f"${{MinBackupSizeBytes{KIND_IDS[kind]}}}"
     assert properties["TreatMissingData"] == "notBreaching"
     assert parameter_default(source, "MinBackupSizeBytesFull") == 1_000_000
 
@@ -906,7 +910,7 @@ def test_workflow_failure_alarms(source: dict[str, Any], machine: str) -> None:
         properties = alarm(source, f"{machine}{suffix}")
         assert properties["Namespace"] == "AWS/States"
         assert properties["MetricName"] == metric
-        assert properties["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Ref": machine}}]
+        assert properties["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Fn::Sub": f"${{{machine}}}"}}]
         assert properties["Threshold"] == 1
 
 
@@ -979,6 +983,9 @@ def test_outputs_name_every_arn_and_name_a_user_needs(source: dict[str, Any]) ->
         assert output.get("Description"), name
         value = output["Value"]
         target = value.get("Ref") or (value.get("Fn::GetAtt") or [None])[0]
+        reference = re.fullmatch(r"\$\{(\w+)(\.Arn)?\}", sub_text(value) or "")
+        if reference:
+            target = reference.group(1)
         if target is not None:
             assert target in source["Resources"], name
 

@@ -1,7 +1,7 @@
 """A small CloudFormation intrinsic-function resolver for deploying template.yaml into moto.
 
 It covers what this project's translated template uses: Ref, Fn::GetAtt, Fn::Sub, Fn::If,
-Fn::Join, Fn::Select, Fn::Split, Fn::Equals/And/Or/Not (conditions) and AWS::NoValue.
+Fn::Join, Fn::Select, Fn::Split, Fn::FindInMap, Fn::Equals/And/Or/Not (conditions) and AWS::NoValue.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ class Resolver:
         pseudo: Mapping[str, str],
         conditions: Mapping[str, Any],
         attribute: Callable[[str, str | None], Any],
+        mappings: Mapping[str, Any] | None = None,
     ) -> None:
         self.parameters = dict(parameters)
+        self.mappings = dict(mappings or {})
         self.pseudo = dict(pseudo)
         self._raw_conditions = dict(conditions)
         self._conditions: dict[str, bool] = {}
@@ -112,6 +114,13 @@ class Resolver:
     def _fn_Split(self, argument: list[Any]) -> list[str]:  # noqa: N802
         delimiter, value = argument
         return str(self.resolve(value)).split(delimiter)
+
+    def _fn_FindInMap(self, argument: list[Any]) -> Any:  # noqa: N802
+        name, top, second = (self.resolve(part) for part in argument)
+        try:
+            return self.mappings[name][top][second]
+        except KeyError:
+            raise KeyError(f"Fn::FindInMap: no {name}.{top}.{second} in the template's Mappings") from None
 
     def _fn_Equals(self, argument: list[Any]) -> bool:  # noqa: N802
         return bool(self.resolve(argument[0]) == self.resolve(argument[1]))

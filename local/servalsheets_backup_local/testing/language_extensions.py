@@ -10,7 +10,8 @@ same template CloudFormation would. Supported, as the language extension specifi
       - [Value1, Value2]          # a list of strings, or a Ref to a CommaDelimitedList parameter
       - OutputKey${Identifier}:   # the key must use the identifier, so outputs do not collide
           ...${Identifier}...     # replaced in every key and string below; &{Identifier} is
-                                  # the value with non-alphanumeric characters removed
+                                  # the value with non-alphanumeric characters removed, and
+                                  # {Ref: Identifier} the value itself
 
 in ``Resources``, ``Conditions`` and ``Outputs``, nested loops included.
 """
@@ -106,6 +107,8 @@ def _substitute(node: Any, identifier: str, value: str) -> Any:
     if isinstance(node, list):
         return [_substitute(item, identifier, value) for item in node]
     if isinstance(node, dict):
+        if node == {"Ref": identifier}:
+            return value
         return {_substitute(k, identifier, value): _substitute(v, identifier, value) for k, v in node.items()}
     return node
 

@@ -105,6 +105,7 @@ class LocalDeployer:
             self._pseudo(),
             translated.get("Conditions", {}),
             lambda logical, attribute: _attribute(deployment, logical, attribute),
+            translated.get("Mappings", {}),
         )
         for logical_id in _order(translated["Resources"]):
             resource = translated["Resources"][logical_id]
