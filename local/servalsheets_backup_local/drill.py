@@ -28,6 +28,7 @@ from .scenarios import DRILL_SCENARIOS
 from .testing.environment import (
     ENV_SECRET,
     REDIS_SECRET,
+    STAND_IN_NETWORK,
     TOKEN_KEY_SECRET,
     LocalEnvironment,
     start_environment,
@@ -49,6 +50,7 @@ SCENARIO_PARAMETERS = {
     "elasticache-serverless": {
         "RedisMode": "elasticache",
         "ElastiCacheServerlessCacheName": SERVERLESS_CACHE,
+        **STAND_IN_NETWORK,
     },
 }
 # The stand-in finishes snapshots and exports at once; the schedules' 30 s polls need not be real.

@@ -44,6 +44,8 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "ElastiCache Serverless, Object Lock, escrow": {
         "RedisMode": "elasticache",
         "ElastiCacheServerlessCacheName": "servalsheets-prod",
+        "SubnetIds": "subnet-0a1b2c3d,subnet-0e1f2a3b",
+        "SecurityGroupIds": "sg-0a1b2c3d",
         "EnableObjectLock": "true",
         "EscrowPublicKey": "-----BEGIN PUBLIC KEY-----MCowBQYDK2VuAyEA-----END PUBLIC KEY-----",
     },

@@ -26,6 +26,7 @@ from servalsheets_backup_local.testing.environment import (
     ENV_SECRET,
     PARAMETER_PATH,
     TOKEN_KEY_SECRET,
+    STAND_IN_NETWORK,
     LocalEnvironment,
 )
 from servalsheets_backup_local.testing.executions import Run, finish
@@ -505,7 +506,11 @@ def histories(env: LocalEnvironment, logical_id: str) -> list[list[dict[str, Any
 
 # -- ElastiCache mode ------------------------------------------------------------------------
 REPLICATION_GROUP = "servalsheets-prod"
-ELASTICACHE_PARAMETERS = {"RedisMode": "elasticache", "ElastiCacheReplicationGroupId": REPLICATION_GROUP}
+ELASTICACHE_PARAMETERS = {
+    "RedisMode": "elasticache",
+    "ElastiCacheReplicationGroupId": REPLICATION_GROUP,
+    **STAND_IN_NETWORK,
+}
 
 
 def create_replication_group(env: LocalEnvironment) -> None:
@@ -672,7 +677,11 @@ def snapshot_backup_path(snapshot_polls: int, ingest_polls: int) -> list[str]:
 
 # -- ElastiCache Serverless -------------------------------------------------------------------
 SERVERLESS_CACHE = "servalsheets-serverless"
-SERVERLESS_PARAMETERS = {"RedisMode": "elasticache", "ElastiCacheServerlessCacheName": SERVERLESS_CACHE}
+SERVERLESS_PARAMETERS = {
+    "RedisMode": "elasticache",
+    "ElastiCacheServerlessCacheName": SERVERLESS_CACHE,
+    **STAND_IN_NETWORK,
+}
 
 
 def serverless_services(

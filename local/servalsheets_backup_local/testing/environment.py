@@ -210,6 +210,11 @@ class LocalEnvironment:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+# ElastiCache modes need subnets (template Rule ElastiCacheModeNeedsVpc). moto's Lambda attaches
+# no function to a network, so ids shaped like real ones are enough for a local deployment.
+STAND_IN_NETWORK = {"SubnetIds": "subnet-0d1a2b3c4d5e6f708", "SecurityGroupIds": "sg-0d1a2b3c4d5e6f708"}
+
+
 def drill_parameters(workdir: Path) -> dict[str, Any]:
     """Template parameter values for a local deployment."""
     servalsheets = workdir / "servalsheets"
@@ -220,7 +225,7 @@ def drill_parameters(workdir: Path) -> dict[str, Any]:
         "TokenStorePath": str(servalsheets / "tokens.encrypted"),
         "TokenKeySecretName": TOKEN_KEY_SECRET,
         "ConfigSecretNames": ENV_SECRET,
-        "ConfigParameterPath": PARAMETER_PATH,
+        "ConfigParameterPath": PARAMETER_PATH.rstrip("/"),  # the template refuses a trailing slash
         "ConfigFiles": str(servalsheets / "credentials.json"),
         "RestoreTestRedisUrlSecretName": TARGET_REDIS_SECRET,
         "RestoreTestSecretPrefix": "restore-test/",

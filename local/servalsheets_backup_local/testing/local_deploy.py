@@ -18,6 +18,8 @@ from typing import Any
 
 from servalsheets_backup.adapters import aws
 
+from ..deploy_check import require_deployable
+from . import network_resources
 from .intrinsics import NO_VALUE, Resolver
 from .lambda_runner import LambdaRunner
 from .template_file import load_template
@@ -95,7 +97,9 @@ class LocalDeployer:
         self.region = region
 
     def deploy(self, runner: LambdaRunner) -> Deployment:
-        """Translate, resolve and create every resource; register handlers with ``runner``."""
+        """Check the parameters as CloudFormation would, then translate, resolve and create every
+        resource; register handlers with ``runner``. Raises DeployCheckError naming what is wrong."""
+        require_deployable(self.repo_root / "template.yaml", self.parameters, local_paths=True)
         template = load_template(self.repo_root / "template.yaml")
         parameters = self._parameters(template)
         translated, local_paths = translate(template, parameters, self.region)
@@ -448,6 +452,16 @@ def _dashboard(site: Site, lid: str, p: dict[str, Any]) -> Created:
     return Created(name)
 
 
+def _security_group(site: Site, lid: str, p: dict[str, Any]) -> Created:
+    group_id, attributes = network_resources.create_security_group(site.generated_name(lid), p)
+    return Created(group_id, attributes)
+
+
+def _vpc_endpoint(site: Site, lid: str, p: dict[str, Any]) -> Created:
+    endpoint_id, attributes = network_resources.create_vpc_endpoint(p)
+    return Created(endpoint_id, attributes)
+
+
 def _schedule(site: Site, lid: str, p: dict[str, Any]) -> Created:
     # EventBridge schedules never fire in moto: the drill starts what they would start itself.
     return Created(p.get("Name") or site.generated_name(lid))
@@ -467,4 +481,6 @@ _CREATORS: dict[str, Creator] = {
     "AWS::CloudWatch::Alarm": _alarm,
     "AWS::CloudWatch::Dashboard": _dashboard,
     "AWS::Scheduler::Schedule": _schedule,
+    "AWS::EC2::SecurityGroup": _security_group,
+    "AWS::EC2::VPCEndpoint": _vpc_endpoint,
 }
