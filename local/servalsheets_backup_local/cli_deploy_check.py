@@ -24,8 +24,8 @@ def register(sub: Any, add: Callable[..., None]) -> dict[str, Handler]:
         sub,
         "deploy-check",
         "Check a samconfig.toml or parameter file against template.yaml's parameters, Rules and "
-        "Conditions, and list what the stack would create (no AWS call).",
-        "servalsheets-backup deploy-check --config deploy/samconfig.logical.toml  (exit 1: cannot deploy)",
+        "Conditions, and list what the stack would create (no AWS call). Exit 2 when it cannot deploy.",
+        "servalsheets-backup deploy-check --config deploy/samconfig.logical.toml  (exit 2: cannot deploy)",
         _arguments,
     )
     return {"deploy-check": cmd_deploy_check}
@@ -53,4 +53,4 @@ def cmd_deploy_check(args: argparse.Namespace, out: Any) -> int:
     # Parameter values are not echoed: the report names parameters, never what was answered.
     report = {"ok": result.ok, "problems": result.problems, "creates": result.created}
     out.emit(report, lambda: out.line(result.summary()))
-    return 0 if result.ok else 1
+    return 0 if result.ok else 2  # 2: bad input or configuration, as everywhere in the CLI

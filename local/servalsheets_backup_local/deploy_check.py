@@ -51,7 +51,10 @@ class DeployPreview:
 
     def summary(self) -> str:
         """A human-readable report: problems first, then resource counts by type."""
-        lines = [f"FAIL {problem}" for problem in self.problems] or ["OK   parameters and rules"]
+        if self.problems:
+            lines = [f"FAIL {problem}" for problem in self.problems]
+            return "\n".join([*lines, f"{len(self.problems)} problem(s): the stack cannot deploy; nothing listed"])
+        lines = ["OK   parameters and rules; the stack would create:"]
         for resource_type, count in sorted(Counter(self.created.values()).items()):
             lines.append(f"     {count:3d} x {resource_type}")
         lines.append(f"     {len(self.created)} resources, {len(self.not_created)} left out by Conditions")

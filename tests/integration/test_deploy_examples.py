@@ -89,8 +89,10 @@ def test_the_endpoint_option_creates_endpoints_with_their_policies(moto_account:
 
 
 def test_the_default_parameter_file_fails_naming_the_missing_answers(moto_account: Any) -> None:
+    defaults = load_parameters(REPO_ROOT / "samconfig.toml")  # the guided deploy's starting point
+    assert defaults == {}
     with pytest.raises(DeployCheckError) as refused:
-        _deploy({})
+        _deploy(defaults)
     message = str(refused.value)
     for parameter in ("RedisMode", "TokenStorePath", "TokenKeySecretName", "RestoreTestRedisUrlSecretName"):
         assert parameter in message
