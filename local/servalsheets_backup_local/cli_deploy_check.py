@@ -36,7 +36,9 @@ def _arguments(command: argparse.ArgumentParser) -> None:
         "--config", required=True, type=Path, help="samconfig.toml, or a JSON parameter file"
     )
     command.add_argument("--config-env", default="default", help="samconfig environment (default: default)")
-    command.add_argument("--template", type=Path, default=REPO_TEMPLATE, help="template (default: the repo's)")
+    command.add_argument(
+        "--template", type=Path, default=REPO_TEMPLATE, help="template (default: the repo's)"
+    )
 
 
 def cmd_deploy_check(args: argparse.Namespace, out: Any) -> int:

@@ -53,7 +53,9 @@ class DeployPreview:
         """A human-readable report: problems first, then resource counts by type."""
         if self.problems:
             lines = [f"FAIL {problem}" for problem in self.problems]
-            return "\n".join([*lines, f"{len(self.problems)} problem(s): the stack cannot deploy; nothing listed"])
+            return "\n".join(
+                [*lines, f"{len(self.problems)} problem(s): the stack cannot deploy; nothing listed"]
+            )
         lines = ["OK   parameters and rules; the stack would create:"]
         for resource_type, count in sorted(Counter(self.created.values()).items()):
             lines.append(f"     {count:3d} x {resource_type}")
@@ -71,7 +73,9 @@ def preview(template_path: Path, given: dict[str, Any], *, local_paths: bool = F
     result.problems.extend(evaluate_rules(template, values, local_paths=local_paths))
     if result.problems:
         return result
-    resolver = Resolver(values, _PSEUDO, template.get("Conditions", {}), _no_attributes, template.get("Mappings"))
+    resolver = Resolver(
+        values, _PSEUDO, template.get("Conditions", {}), _no_attributes, template.get("Mappings")
+    )
     for logical_id, resource in template["Resources"].items():
         condition = resource.get("Condition")
         if condition is None or resolver.condition(condition):
@@ -95,7 +99,8 @@ def check_parameters(
     """Every parameter's value (given, else its default) and the problems with them."""
     specs: dict[str, dict[str, Any]] = template.get("Parameters", {})
     problems = [
-        f"{name}: not a parameter of this template (check the spelling)" for name in sorted(set(given) - set(specs))
+        f"{name}: not a parameter of this template (check the spelling)"
+        for name in sorted(set(given) - set(specs))
     ]
     values: dict[str, Any] = {}
     for name, spec in specs.items():
@@ -147,7 +152,9 @@ def _describe(spec: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------- rules
-def evaluate_rules(template: dict[str, Any], values: dict[str, Any], *, local_paths: bool = False) -> list[str]:
+def evaluate_rules(
+    template: dict[str, Any], values: dict[str, Any], *, local_paths: bool = False
+) -> list[str]:
     """The AssertDescription of every failing assertion of every Rule whose condition holds."""
     problems = []
     for name, rule in template.get("Rules", {}).items():
@@ -198,7 +205,9 @@ def load_parameters(path: Path, config_env: str = "default") -> dict[str, str]:
         try:
             overrides = config[config_env]["deploy"]["parameters"].get("parameter_overrides", "")
         except KeyError:
-            raise ValueError(f"{path}: no [{config_env}.deploy.parameters] section (use --config-env)") from None
+            raise ValueError(
+                f"{path}: no [{config_env}.deploy.parameters] section (use --config-env)"
+            ) from None
         items = overrides if isinstance(overrides, list) else shlex.split(overrides)
         return dict(_split_override(path, item) for item in items)
     data = json.loads(path.read_text())

@@ -32,9 +32,9 @@ def _network() -> dict[str, str]:
     ec2 = aws.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
     subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{n}.0/24", AvailabilityZone=f"us-east-1{zone}")["Subnet"][
-            "SubnetId"
-        ]
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{n}.0/24", AvailabilityZone=f"us-east-1{zone}")[
+            "Subnet"
+        ]["SubnetId"]
         for n, zone in ((1, "a"), (2, "b"))
     ]
     table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
@@ -43,7 +43,9 @@ def _network() -> dict[str, str]:
 
 
 def _deploy(parameters: dict[str, Any]) -> Deployment:
-    return LocalDeployer(REPO_ROOT, "ssbk-first-deploy", parameters).deploy(LambdaRunner(REPO_ROOT / "functions"))
+    return LocalDeployer(REPO_ROOT, "ssbk-first-deploy", parameters).deploy(
+        LambdaRunner(REPO_ROOT / "functions")
+    )
 
 
 @pytest.fixture
@@ -76,7 +78,9 @@ def test_the_endpoint_option_creates_endpoints_with_their_policies(moto_account:
     group = deployment.physical["VpcEndpointSecurityGroup"]
     for service, endpoint in by_service.items():
         policy = json.loads(endpoint["PolicyDocument"])
-        assert policy["Statement"][0]["Condition"] == {"StringEquals": {"aws:PrincipalAccount": "123456789012"}}
+        assert policy["Statement"][0]["Condition"] == {
+            "StringEquals": {"aws:PrincipalAccount": "123456789012"}
+        }
         if service in ("s3", "dynamodb"):
             assert endpoint["RouteTableIds"] == [network["RouteTableIds"]]
         else:

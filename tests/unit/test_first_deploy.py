@@ -18,7 +18,14 @@ from servalsheets_backup_local.deploy_check import (
     require_deployable,
 )
 
-from .template_helpers import REPO_ROOT, TEMPLATE_PATH, role_statements, actions, source_template, translated_template
+from .template_helpers import (
+    REPO_ROOT,
+    TEMPLATE_PATH,
+    actions,
+    role_statements,
+    source_template,
+    translated_template,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -36,7 +43,12 @@ def test_the_default_parameters_cannot_deploy_and_every_missing_answer_is_named(
     assert not result.ok
     text = _messages(result.problems)
     assert "RedisMode: required" in text
-    for parameter in ("TokenStorePath", "TokenKeySecretName", "ConfigSecretNames", "RestoreTestRedisUrlSecretName"):
+    for parameter in (
+        "TokenStorePath",
+        "TokenKeySecretName",
+        "ConfigSecretNames",
+        "RestoreTestRedisUrlSecretName",
+    ):
         assert parameter in text, parameter
     with pytest.raises(DeployCheckError, match="RedisMode"):
         require_deployable(TEMPLATE_PATH, {})
@@ -57,8 +69,10 @@ def test_every_rule_message_names_a_parameter_its_assertion_reads() -> None:
     ("answers", "rule"),
     [
         ({"RedisMode": "logical", "RedisUrlSecretName": ""}, "LogicalModeNeedsRedisUrl"),
-        ({"RedisMode": "elasticache", "SubnetIds": "subnet-0a1b2c3d", "SecurityGroupIds": "sg-0a1b2c3d"},
-         "ElastiCacheModeNeedsCache"),
+        (
+            {"RedisMode": "elasticache", "SubnetIds": "subnet-0a1b2c3d", "SecurityGroupIds": "sg-0a1b2c3d"},
+            "ElastiCacheModeNeedsCache",
+        ),
         ({"RedisMode": "elasticache", "ElastiCacheReplicationGroupId": "g"}, "ElastiCacheModeNeedsVpc"),
         ({"SubnetIds": "subnet-0a1b2c3d"}, "VpcNeedsSecurityGroups"),
         ({"ConfigFiles": "/mnt/servalsheets/.env"}, "ConfigFilesNeedEfs"),
@@ -80,7 +94,9 @@ def test_invalid_values_are_refused_with_the_constraint() -> None:
     assert "ConfigParameterPath" in text and "no trailing slash" in text
     assert "RedisRetentionDays: 0 is below the minimum 1" in text
     assert "Unknown" not in text
-    assert "NotAParameter: not a parameter" in _messages(preview(TEMPLATE_PATH, {"NotAParameter": "x"}).problems)
+    assert "NotAParameter: not a parameter" in _messages(
+        preview(TEMPLATE_PATH, {"NotAParameter": "x"}).problems
+    )
 
 
 def _logical_answers() -> dict[str, str]:
@@ -103,7 +119,7 @@ def test_there_is_an_example_for_each_redis_mode() -> None:
 def test_samconfig_parsing_reads_lists_and_quoted_values(tmp_path: Path) -> None:
     config = tmp_path / "samconfig.toml"
     config.write_text(
-        '[prod.deploy.parameters]\nparameter_overrides = [\'RedisMode=logical\', \'ConfigFiles="a,b"\']\n'
+        "[prod.deploy.parameters]\nparameter_overrides = ['RedisMode=logical', 'ConfigFiles=\"a,b\"']\n"
     )
     assert load_parameters(config, "prod") == {"RedisMode": "logical", "ConfigFiles": "a,b"}
     with pytest.raises(ValueError, match="--config-env"):
@@ -133,7 +149,10 @@ def test_the_endpoint_option_creates_an_endpoint_for_every_service_the_vpc_funct
     assert "VpcEndpointSecurityGroup" in created
     given = {**_endpoint_answers(), "VpcEndpointSecurityGroupId": "sg-0fedcba9"}
     assert "VpcEndpointSecurityGroup" not in preview(TEMPLATE_PATH, given).created
-    assert not any(kind == "AWS::EC2::VPCEndpoint" for kind in preview(TEMPLATE_PATH, _logical_answers()).created.values())
+    assert not any(
+        kind == "AWS::EC2::VPCEndpoint"
+        for kind in preview(TEMPLATE_PATH, _logical_answers()).created.values()
+    )
 
 
 def test_endpoint_policies_admit_this_account_only() -> None:
@@ -141,7 +160,9 @@ def test_endpoint_policies_admit_this_account_only() -> None:
         if resource["Type"] != "AWS::EC2::VPCEndpoint":
             continue
         (statement,) = resource["Properties"]["PolicyDocument"]["Statement"]
-        assert statement["Condition"] == {"StringEquals": {"aws:PrincipalAccount": {"Ref": "AWS::AccountId"}}}, lid
+        assert statement["Condition"] == {
+            "StringEquals": {"aws:PrincipalAccount": {"Ref": "AWS::AccountId"}}
+        }, lid
         properties = resource["Properties"]
         if properties["VpcEndpointType"] == "Interface":
             assert properties["PrivateDnsEnabled"] is True and properties["SubnetIds"] == {"Ref": "SubnetIds"}
@@ -190,7 +211,9 @@ def test_required_answers_come_first_in_the_guided_prompt() -> None:
     without_default = [name for name, spec in template["Parameters"].items() if "Default" not in spec]
     assert set(without_default) <= set(first)
     named_by_rules = set(re.findall(r"'Ref': '(\w+)'", str(template["Rules"]))) - {
-        "EnableTokensSchedule", "EnableConfigSchedule", "EnableRestoreTestSchedule"
+        "EnableTokensSchedule",
+        "EnableConfigSchedule",
+        "EnableRestoreTestSchedule",
     }
     assert named_by_rules <= set(first), named_by_rules - set(first)
     grouped = [name for group in groups for name in group["Parameters"]]
@@ -198,7 +221,17 @@ def test_required_answers_come_first_in_the_guided_prompt() -> None:
 
 
 def test_rules_evaluate_like_cloudformation_on_lists() -> None:
-    rule = {"Rules": {"R": {"Assertions": [{"Assert": {"Fn::Not": [{"Fn::EachMemberEquals": [{"Ref": "L"}, ""]}]},
-                                            "AssertDescription": "L needed"}]}}}
+    rule = {
+        "Rules": {
+            "R": {
+                "Assertions": [
+                    {
+                        "Assert": {"Fn::Not": [{"Fn::EachMemberEquals": [{"Ref": "L"}, ""]}]},
+                        "AssertDescription": "L needed",
+                    }
+                ]
+            }
+        }
+    }
     assert evaluate_rules(rule, {"L": [""]}) == ["R: L needed"]
     assert evaluate_rules(rule, {"L": ["a"]}) == []

@@ -910,7 +910,9 @@ def test_workflow_failure_alarms(source: dict[str, Any], machine: str) -> None:
         properties = alarm(source, f"{machine}{suffix}")
         assert properties["Namespace"] == "AWS/States"
         assert properties["MetricName"] == metric
-        assert properties["Dimensions"] == [{"Name": "StateMachineArn", "Value": {"Fn::Sub": f"${{{machine}}}"}}]
+        assert properties["Dimensions"] == [
+            {"Name": "StateMachineArn", "Value": {"Fn::Sub": f"${{{machine}}}"}}
+        ]
         assert properties["Threshold"] == 1
 
 

@@ -25,8 +25,8 @@ from servalsheets_backup.store.sets import SetRef
 from servalsheets_backup_local.testing.environment import (
     ENV_SECRET,
     PARAMETER_PATH,
-    TOKEN_KEY_SECRET,
     STAND_IN_NETWORK,
+    TOKEN_KEY_SECRET,
     LocalEnvironment,
 )
 from servalsheets_backup_local.testing.executions import Run, finish
