@@ -11,4 +11,4 @@ from servalsheets_backup.workflows import restore
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Return the job with the verified object versions and the plan."""
     event = require_object(event)
-    return restore.preflight(services(), restore.job_from(event))
+    return restore.dump_job(restore.preflight(services(), restore.job_from(event)))

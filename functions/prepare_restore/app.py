@@ -11,4 +11,4 @@ from servalsheets_backup.workflows import restore
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Return the restore job carried through the state machine."""
     event = require_object(event)
-    return restore.prepare(services(), event, owner_of(event, context))
+    return restore.dump_job(restore.prepare(services(), event, owner_of(event, context)))

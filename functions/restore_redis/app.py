@@ -11,4 +11,4 @@ from servalsheets_backup.workflows import restore
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Return the job; redis.done is false while the restore continues."""
     event = require_object(event)
-    return restore.restore_redis(services(), restore.job_from(event), deadline_of(context))
+    return restore.dump_job(restore.restore_redis(services(), restore.job_from(event), deadline_of(context)))

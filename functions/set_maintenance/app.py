@@ -11,4 +11,6 @@ from servalsheets_backup.workflows import restore
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Return the job (with the previous ECS desired count after 'start')."""
     event = require_object(event)
-    return restore.maintenance(services(), restore.job_from(event), str(event.get("phase", "start")))
+    return restore.dump_job(
+        restore.maintenance(services(), restore.job_from(event), str(event.get("phase", "start")))
+    )

@@ -11,4 +11,4 @@ from servalsheets_backup.workflows import restore
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Return the job with its checks; raise RestoreVerificationError if any failed."""
     event = require_object(event)
-    return restore.verify(services(), restore.job_from(event))
+    return restore.dump_job(restore.verify(services(), restore.job_from(event)))

@@ -357,9 +357,11 @@ def test_maintenance_refuses_an_unknown_phase(
     job = restore.prepare(requests_stack.services(), {"kinds": ["redis"], "source_kind": "redis"}, "owner")
     try:
         with pytest.raises(InvalidInputError, match="phase must be 'start' or 'end'"):
-            handlers.handler("set_maintenance")({"job": job, "phase": "drop-everything"}, lambda_context)
+            handlers.handler("set_maintenance")(
+                {"job": restore.dump_job(job), "phase": "drop-everything"}, lambda_context
+            )
     finally:
-        requests_stack.services().state.release(job["lock"], job["owner"])
+        requests_stack.services().state.release(job.lock, job.owner)
 
 
 def test_fail_backup_with_garbage_records_nothing_and_says_why(

@@ -117,7 +117,7 @@ def test_the_contract_catches_a_misspelt_field(tmp_path: Any, monkeypatch: pytes
 
 def test_a_job_with_an_unknown_or_mistyped_field_is_refused_at_the_boundary() -> None:
     from servalsheets_backup.errors import InvalidInputError
-    from servalsheets_backup.workflows.restore import job_from
+    from servalsheets_backup.workflows.restore import dump_job, job_from
 
     job = {
         "restore_id": "20261203T000000Z-00000000",
@@ -133,9 +133,9 @@ def test_a_job_with_an_unknown_or_mistyped_field_is_refused_at_the_boundary() ->
         "owner": "test",
         "started_ms": 1,
         "redis_mode": "logical",
-        "redis": {"done": False, "waiting": False, "chunk": 2, "records": 10},
+        "redis": {"done": False, "waiting": False, "chunk": 2, "records": 10, "flushed": False, "totals": {}},
     }
-    assert job_from({"job": job}) == job
+    assert dump_job(job_from({"job": job})) == {**job, "target": {"update_redis_url_secret": False}}
     with pytest.raises(InvalidInputError, match=r"malformed \(redsi\)"):
         job_from({"job": {**job, "redsi": {"done": True}}})
     with pytest.raises(InvalidInputError, match=r"malformed \(redis.done\)"):

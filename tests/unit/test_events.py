@@ -33,7 +33,7 @@ def test_every_function_has_a_sample_event_of_the_right_shape(folder: str) -> No
     elif "pending" in event:
         PendingSet.from_dict(event["pending"])
     elif "job" in event:
-        assert job_from(event)["restore_id"]
+        assert job_from(event).restore_id
     else:
         assert folder == "check_freshness"
 

@@ -112,42 +112,48 @@ def new_cache(services: Services, target: dict[str, Any]) -> NewReplicationGroup
     return None
 
 
-def step(services: Services, job: dict[str, Any], manifest: Manifest, read: Any) -> None:
-    """Advance the restore by one state-machine step: seed, then poll until available."""
-    cache = new_cache(services, job["target"])
+def step(
+    services: Services,
+    target: dict[str, Any],
+    restore_id: str,
+    state: dict[str, Any],
+    manifest: Manifest,
+    read: Any,
+) -> dict[str, Any] | None:
+    """Advance the restore by one state-machine step: seed, then poll until available.
+
+    ``state`` is the restore's Redis progress (phase, waiting, done, endpoint, secret versions),
+    updated in place; the result to record is returned once the new cache is available.
+    """
+    cache = new_cache(services, target)
     if cache is None:
         raise InvalidInputError(
             "this backup holds ElastiCache RDB exports: give target.new_replication_group_id or "
             "target.new_serverless_cache_name, a new cache to seed from them (the running one is never "
             "overwritten)"
         )
-    state = job["redis"]
     if state.get("phase") is None:
-        cache.create(_stage_all(services, job, manifest, read))
+        cache.create(_stage_all(services, restore_id, manifest, read))
         state.update(phase="creating", waiting=True)
-        return
+        return None
     current = cache.state()
     status = current.status if current else "deleted"
     if status in FAILED_STATUSES:
         raise RestoreVerificationError(f"{cache.kind} {cache.name} is {status}; see the ElastiCache console")
     if current is None or status != "available":
-        return
-    _delete_staged(services, job, len(manifest.objects_of("redis")))
+        return None
+    _delete_staged(services, restore_id, len(manifest.objects_of("redis")))
     state.update(phase="available", waiting=False, done=True, endpoint=current.endpoint)
-    job.setdefault("results", {})["redis"] = {
-        "mode": "elasticache",
-        cache.result_field: cache.name,
-        "endpoint": current.endpoint,
-    }
-    if job["target"].get("update_redis_url_secret"):
-        _point_secret_at(services, job, current)
+    if target.get("update_redis_url_secret"):
+        _point_secret_at(services, state, current)
+    return {"mode": "elasticache", cache.result_field: cache.name, "endpoint": current.endpoint}
 
 
-def _stage_all(services: Services, job: dict[str, Any], manifest: Manifest, read: Any) -> list[str]:
+def _stage_all(services: Services, restore_id: str, manifest: Manifest, read: Any) -> list[str]:
     """Decrypt every RDB file of the set into staging/restore/; their S3 ARNs."""
     arns = []
     for index, entry in enumerate(manifest.objects_of("redis"), start=1):
-        key = seed_key(job["restore_id"], index)
+        key = seed_key(restore_id, index)
         _stage(services, entry, key, read)
         arns.append(f"arn:aws:s3:::{services.settings.bucket}/{key}")
     return arns
@@ -194,12 +200,12 @@ def _endpoint(group: dict[str, Any]) -> str:
     return f"{primary.get('Address', '')}:{primary.get('Port', 6379)}"
 
 
-def _delete_staged(services: Services, job: dict[str, Any], count: int) -> None:
+def _delete_staged(services: Services, restore_id: str, count: int) -> None:
     for index in range(1, count + 1):
-        delete_every_version(services.store.s3, services.settings.bucket, seed_key(job["restore_id"], index))
+        delete_every_version(services.store.s3, services.settings.bucket, seed_key(restore_id, index))
 
 
-def _point_secret_at(services: Services, job: dict[str, Any], cache: NewCacheState) -> None:
+def _point_secret_at(services: Services, state: dict[str, Any], cache: NewCacheState) -> None:
     secret_id = services.settings.redis_url_secret_id
     if not secret_id:
         raise ConfigurationError("update_redis_url_secret needs REDIS_URL_SECRET_ID (RedisUrlSecretName)")
@@ -208,7 +214,7 @@ def _point_secret_at(services: Services, job: dict[str, Any], cache: NewCacheSta
     manager = services.client("secretsmanager")
     current = secret_field(manager, secret_id, ("REDIS_URL",))
     previous = manager.describe_secret(SecretId=secret_id)
-    job["redis"]["previous_secret_version"] = next(
+    state["previous_secret_version"] = next(
         (v for v, stages in previous.get("VersionIdsToStages", {}).items() if "AWSCURRENT" in stages), None
     )
     parsed = urlparse(current)
@@ -218,12 +224,11 @@ def _point_secret_at(services: Services, job: dict[str, Any], cache: NewCacheSta
     import json
 
     response = manager.put_secret_value(SecretId=secret_id, SecretString=json.dumps({"REDIS_URL": new_url}))
-    job["redis"]["new_secret_version"] = response["VersionId"]
+    state["new_secret_version"] = response["VersionId"]
 
 
-def rollback(services: Services, job: dict[str, Any]) -> None:
+def rollback(services: Services, target: dict[str, Any], state: dict[str, Any]) -> None:
     """Undo: move the REDIS_URL secret back and delete the new cache (production was never touched)."""
-    state = job.get("redis") or {}
     previous, new = state.get("previous_secret_version"), state.get("new_secret_version")
     if previous and new and services.settings.redis_url_secret_id:
         # Re-put the previous version's value (the value itself never enters the state data).
@@ -231,14 +236,14 @@ def rollback(services: Services, job: dict[str, Any]) -> None:
         secret_id = services.settings.redis_url_secret_id
         old = manager.get_secret_value(SecretId=secret_id, VersionId=previous)["SecretString"]
         manager.put_secret_value(SecretId=secret_id, SecretString=old)
-    cache = new_cache(services, job["target"])
+    cache = new_cache(services, target)
     if state.get("phase") in ("creating", "available") and cache is not None:
         cache.delete()
 
 
-def verify(services: Services, job: dict[str, Any]) -> list[Check]:
+def verify(services: Services, target: dict[str, Any]) -> list[Check]:
     """The new cache is available and has an endpoint (its data is the seeded RDB)."""
-    cache = new_cache(services, job["target"])
+    cache = new_cache(services, target)
     if cache is None:
         return [Check("new cache named", False, "no new_replication_group_id or new_serverless_cache_name")]
     current = cache.state()

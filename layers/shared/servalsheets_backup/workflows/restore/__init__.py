@@ -1,7 +1,8 @@
 """Restore operations, one function per state of the restore state machine.
 
-The job (a JSON dict carried in the state data) records what was resolved, verified and done,
-so each step can run in a separate Lambda invocation and a failure can be rolled back:
+The job (a :class:`RestoreJob`, carried in the state data as JSON: ``job_from`` reads it from a
+step's event, ``dump_job`` writes it back) records what was resolved, verified and done, so each
+step can run in a separate Lambda invocation and a failure can be rolled back:
 - nothing is written to a target before :func:`preflight` has fully verified the backup;
 - :func:`safety_backup` captures the target's current state first (a ``pre-restore`` set);
 - :func:`rollback` restores that state (mode ``replace``) when a later step fails.
@@ -25,6 +26,7 @@ from servalsheets_backup.workflows.restore.common import (
     target_services,
 )
 from servalsheets_backup.workflows.restore.finish import cleanup_verification_target, finish
+from servalsheets_backup.workflows.restore.job import RestoreJob, dump_job
 from servalsheets_backup.workflows.restore.preflight import preflight
 from servalsheets_backup.workflows.restore.prepare import describe_failure, job_from, prepare, resolve_source
 from servalsheets_backup.workflows.restore.rollback import rollback
@@ -34,9 +36,11 @@ from servalsheets_backup.workflows.restore.verify import verify
 
 __all__ = [
     "InjectedFault",
+    "RestoreJob",
     "SAFETY_KIND",
     "cleanup_verification_target",
     "describe_failure",
+    "dump_job",
     "finish",
     "is_isolated",
     "job_from",

@@ -16,13 +16,13 @@ from servalsheets_backup.workflows.restore.common import (
     is_isolated,
     job_manifest,
     job_object,
-    job_set_ref,
     maybe_fail,
     notify,
     read_job_object,
     renews_lock,
     target_services,
 )
+from servalsheets_backup.workflows.restore.job import ChunkCursor, RedisProgress, RestoreJob, SourceSet
 
 
 # -- config helpers --------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def _ensure_secrets(
 
 # -- 3. maintenance window -------------------------------------------------------------------
 @renews_lock
-def maintenance(services: Services, job: dict[str, Any], phase: str) -> dict[str, Any]:
+def maintenance(services: Services, job: RestoreJob, phase: str) -> RestoreJob:
     """Notify, and scale the ECS service down (``start``) or back up (``end``) when configured."""
     if phase not in ("start", "end"):
         raise InvalidInputError(f"phase must be 'start' or 'end', not {phase[:40]!r}")
@@ -105,19 +105,19 @@ def maintenance(services: Services, job: dict[str, Any], phase: str) -> dict[str
         ecs = services.client("ecs")
         if phase == "start":
             described = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])
-            job["ecs_previous_desired"] = int(described["services"][0]["desiredCount"])
+            job.ecs_previous_desired = int(described["services"][0]["desiredCount"])
             ecs.update_service(cluster=settings.ecs_cluster, service=settings.ecs_service, desiredCount=0)
-        elif "ecs_previous_desired" in job:
+        elif job.ecs_previous_desired is not None:
             ecs.update_service(
                 cluster=settings.ecs_cluster,
                 service=settings.ecs_service,
-                desiredCount=int(job["ecs_previous_desired"]),
+                desiredCount=job.ecs_previous_desired,
             )
     notify(
         services,
-        f"ServalSheets restore {job['restore_id']}: maintenance window {phase}s",
-        f"Restore of {job['source']['kind']} backup {job['source']['backup_id']} "
-        f"({', '.join(job['components'])}, mode {job['mode']}) requested by {job['requested_by']}: "
+        f"ServalSheets restore {job.restore_id}: maintenance window {phase}s",
+        f"Restore of {job.source.kind} backup {job.source.backup_id} "
+        f"({', '.join(job.components)}, mode {job.mode}) requested by {job.requested_by}: "
         f"maintenance window {phase}s.",
     )
     maybe_fail(job, f"maintenance-{phase}")
@@ -126,23 +126,23 @@ def maintenance(services: Services, job: dict[str, Any], phase: str) -> dict[str
 
 # -- 5. restore each component ---------------------------------------------------------------
 @renews_lock
-def restore_config(services: Services, job: dict[str, Any]) -> dict[str, Any]:
+def restore_config(services: Services, job: RestoreJob) -> RestoreJob:
     """Write the backed-up secrets, parameters and files to the target."""
     target = target_services(services, job)
     manifest = job_manifest(services, job)
     bundle = component_config.ConfigBundle.from_bytes(
         read_job_object(services, job, manifest.objects_of("config")[0])
     )
-    prefix = job["target"].get("secret_prefix")
+    prefix = job.target.secret_prefix
     wanted = prefixed(bundle, prefix)
-    result = _apply_config(target, wanted, current_config(target, bundle, prefix), job["mode"])
-    job.setdefault("results", {})["config"] = result
+    result = _apply_config(target, wanted, current_config(target, bundle, prefix), job.mode)
+    record_result(job, "config", result)
     maybe_fail(job, "restore-config")
     return job
 
 
 @renews_lock
-def restore_tokens(services: Services, job: dict[str, Any]) -> dict[str, Any]:
+def restore_tokens(services: Services, job: RestoreJob) -> RestoreJob:
     """Write the token store atomically (mode 0600), then re-read it and decrypt with the live key."""
     target = target_services(services, job)
     manifest = job_manifest(services, job)
@@ -152,76 +152,89 @@ def restore_tokens(services: Services, job: dict[str, Any]) -> dict[str, Any]:
     if written != data:
         raise RestoreVerificationError("the token store read back differs from what was written")
     component_tokens.check_with_key(written, component_tokens.live_key(target))
-    job.setdefault("results", {})["tokens"] = {"bytes": len(data), "decrypts_with_live_key": True}
+    record_result(job, "tokens", {"bytes": len(data), "decrypts_with_live_key": True})
     maybe_fail(job, "restore-tokens")
     return job
 
 
 @renews_lock
-def restore_redis(services: Services, job: dict[str, Any], deadline: float | None) -> dict[str, Any]:
+def restore_redis(services: Services, job: RestoreJob, deadline: float | None) -> RestoreJob:
     """RESTORE the dump chunks into the target, continuing across invocations until done."""
-    if job["redis_mode"] != "logical":
-        from servalsheets_backup.components import redis_snapshot_restore as component_redis_restore
-
-        job.setdefault("redis", {"done": False, "waiting": False})
-        manifest = job_manifest(services, job)
-        component_redis_restore.step(services, job, manifest, lambda entry: job_object(services, job, entry))
-        if job["redis"]["done"]:
-            maybe_fail(job, "restore-redis")
-        return job
-    state = job.setdefault(
-        "redis", {"chunk": 0, "records": 0, "flushed": False, "done": False, "waiting": False, "totals": {}}
-    )
-    restore_redis_from(
-        target_services(services, job),
-        job,
-        state,
-        "source",
-        job["mode"],
-        job["key_patterns"] or None,
-        deadline,
-    )
-    if state["done"]:
-        job.setdefault("results", {})["redis"] = state["totals"]
+    if job.redis is None:
+        job.redis = RedisProgress()
+    if job.redis_mode != "logical":
+        _restore_new_cache(services, job, job.redis)
+    else:
+        restore_redis_from(
+            target_services(services, job), job, job.redis, None, job.mode, job.key_patterns or None, deadline
+        )
+        if job.redis.done:
+            record_result(job, "redis", job.redis.totals)
+    if job.redis.done:
         maybe_fail(job, "restore-redis")
     return job
 
 
+def _restore_new_cache(services: Services, job: RestoreJob, state: RedisProgress) -> None:
+    from servalsheets_backup.components import redis_snapshot_restore as component_redis_restore
+
+    manifest = job_manifest(services, job)
+    progress = state.model_dump(exclude_none=True)
+    result = component_redis_restore.step(
+        services,
+        job.target.model_dump(),
+        job.restore_id,
+        progress,
+        manifest,
+        lambda entry: job_object(services, job, entry),
+    )
+    job.redis = RedisProgress.model_validate(progress)
+    if result is not None:
+        record_result(job, "redis", result)
+
+
+def record_result(job: RestoreJob, component: str, result: dict[str, Any]) -> None:
+    """Keep what a component's restore did, for the finish summary and the audit record."""
+    job.results = {**(job.results or {}), component: result}
+
+
 def restore_redis_from(
     services: Services,
-    job: dict[str, Any],
-    state: dict[str, Any],
-    source_key: str,
+    job: RestoreJob,
+    cursor: ChunkCursor,
+    source: SourceSet | None,
     mode: str,
     patterns: list[str] | None,
     deadline: float | None,
 ) -> None:
-    """RESTORE one set's dump chunks into ``services``' Redis, resumable through ``state``."""
-    manifest = services.store.load_manifest(job_set_ref(job, source_key))
+    """RESTORE one set's dump chunks (the job's source, or ``source``) into ``services``' Redis,
+    resumable through ``cursor``."""
+    manifest = job_manifest(services, job, source)
     chunks = manifest.objects_of("redis")
     client = redis_logical.connect(services.redis_url())
     try:
-        if mode == "replace" and not state["flushed"]:
+        if mode == "replace" and not cursor.flushed:
             client.flushdb()  # only ever reached after the safety backup has been committed
-            state["flushed"] = True
-        while state["chunk"] < len(chunks):
-            entry = chunks[state["chunk"]]
+            cursor.flushed = True
+        while cursor.chunk < len(chunks):
+            entry = chunks[cursor.chunk]
             result = redis_logical.restore_records(
                 client,
-                job_object(services, job, entry, source_key),
+                job_object(services, job, entry, source),
                 now_ms=int(services.clock() * 1000),
                 mode=mode,
                 patterns=patterns,
-                skip_records=state["records"],
+                skip_records=cursor.records,
                 deadline=deadline,
                 subject=entry.name,
             )
-            _add_totals(state["totals"], result.as_dict())
+            _add_totals(cursor.totals, result.as_dict())
             if not result.complete:
-                state["records"] = result.records_processed
+                cursor.records = result.records_processed
                 return
-            state.update(chunk=state["chunk"] + 1, records=0)
-        state["done"] = True
+            cursor.chunk += 1
+            cursor.records = 0
+        cursor.done = True
     finally:
         client.close()
 

@@ -15,6 +15,7 @@ from servalsheets_backup.errors import (
 from servalsheets_backup.format.manifest import Manifest, ObjectEntry
 from servalsheets_backup.services import Services
 from servalsheets_backup.store.sets import SetRef
+from servalsheets_backup.workflows.restore.job import RestoreJob, SourceSet
 
 FAULT_INJECTION_ENV = "ALLOW_FAULT_INJECTION"
 
@@ -37,7 +38,7 @@ ISOLATING_TARGET_FIELDS = ("redis_url", "redis_url_secret_id", "token_store_path
 COUNT_WINDOW_MS = 10_000  # how long counting the keys of a restored target may take
 
 
-def renews_lock(step: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+def renews_lock(step: Callable[..., RestoreJob]) -> Callable[..., RestoreJob]:
     """Extend the run's restore lock before ``step`` (re-entrant for its owner).
 
     A long restore then keeps its exclusion however long it runs, while a run that died still
@@ -45,8 +46,8 @@ def renews_lock(step: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, 
     """
 
     @functools.wraps(step)
-    def renewed(services: Services, job: dict[str, Any], *args: Any) -> dict[str, Any]:
-        services.state.acquire(job["lock"], job["owner"])
+    def renewed(services: Services, job: RestoreJob, *args: Any) -> RestoreJob:
+        services.state.acquire(job.lock, job.owner)
         return step(services, job, *args)
 
     return renewed
@@ -57,35 +58,34 @@ class InjectedFault(BackupSystemError):
 
 
 # -- services for the target ---------------------------------------------------------------
-def target_services(services: Services, job: dict[str, Any]) -> Services:
+def target_services(services: Services, job: RestoreJob) -> Services:
     """Services whose settings point at the restore target (overrides from the request)."""
-    target = job["target"]
+    target = job.target
     changes: dict[str, Any] = {}
-    if target.get("redis_url"):
-        changes["redis_url"] = target["redis_url"]
-    if target.get("redis_url_secret_id"):
-        changes.update(redis_url=None, redis_url_secret_id=target["redis_url_secret_id"])
-    if target.get("token_store_path"):
-        changes["token_store_path"] = target["token_store_path"]
+    if target.redis_url:
+        changes["redis_url"] = target.redis_url
+    if target.redis_url_secret_id:
+        changes.update(redis_url=None, redis_url_secret_id=target.redis_url_secret_id)
+    if target.token_store_path:
+        changes["token_store_path"] = target.token_store_path
     if not changes:
         return services
     return dataclasses.replace(services, settings=dataclasses.replace(services.settings, **changes))
 
 
-def job_set_ref(job: dict[str, Any], key: str = "source") -> SetRef:
-    """The set the job restores from (``source``) or its safety backup (``safety``)."""
-    source = job[key]
-    return SetRef(source["kind"], source["backup_id"], source["manifest_key"])
+def set_ref(source: SourceSet) -> SetRef:
+    """The store's reference to a set the job names (its source, or its safety set)."""
+    return SetRef(source.kind, source.backup_id, source.manifest_key)
 
 
-def job_manifest(services: Services, job: dict[str, Any], key: str = "source") -> Manifest:
-    """That set's manifest, authenticated."""
-    return services.store.load_manifest(job_set_ref(job, key))
+def job_manifest(services: Services, job: RestoreJob, source: SourceSet | None = None) -> Manifest:
+    """The manifest of the job's source set (or of ``source``), authenticated."""
+    return services.store.load_manifest(set_ref(source or job.source))
 
 
-def maybe_fail(job: dict[str, Any], step: str) -> None:
+def maybe_fail(job: RestoreJob, step: str) -> None:
     """Raise InjectedFault after ``step`` when the request asked for it (tests and drill only)."""
-    if job.get("fail_after") == step:
+    if job.fail_after == step:
         raise InjectedFault(f"fault injected after step {step!r} (fail_after)")
 
 
@@ -103,31 +103,31 @@ def is_logical_dump(manifest: Manifest) -> bool:
 
 
 def job_object(
-    services: Services, job: dict[str, Any], entry: ObjectEntry, key: str = "source"
+    services: Services, job: RestoreJob, entry: ObjectEntry, source: SourceSet | None = None
 ) -> Iterator[bytes]:
-    """Plaintext chunks of one object of that set, at the version preflight verified."""
-    version = job.get("versions", {}).get(entry.name) if key == "source" else None
-    return services.store.read_object(job_set_ref(job, key), entry, version_id=version)
+    """Plaintext chunks of one object of the source set (at the version preflight verified) or ``source``."""
+    version = (job.versions or {}).get(entry.name) if source is None else None
+    return services.store.read_object(set_ref(source or job.source), entry, version_id=version)
 
 
 def read_job_object(
-    services: Services, job: dict[str, Any], entry: ObjectEntry, key: str = "source"
+    services: Services, job: RestoreJob, entry: ObjectEntry, source: SourceSet | None = None
 ) -> bytes:
     """The whole plaintext of one (small) object of that set."""
-    return b"".join(job_object(services, job, entry, key))
+    return b"".join(job_object(services, job, entry, source))
 
 
-def is_isolated(job: dict[str, Any]) -> bool:
+def is_isolated(job: RestoreJob) -> bool:
     """True when the restore goes to a target other than production (or is a verification run).
 
     Such restores never scale the production service down and never judge production's health.
     """
-    target = job["target"]
-    if job.get("verification") or any(target.get(name) for name in ISOLATING_TARGET_FIELDS):
+    target = job.target
+    if job.verification or any(getattr(target, name) for name in ISOLATING_TARGET_FIELDS):
         return True
     # A new cache is production only once the REDIS_URL secret is switched to it.
-    new_cache = target.get("new_replication_group_id") or target.get("new_serverless_cache_name")
-    return bool(new_cache) and not target.get("update_redis_url_secret")
+    new_cache = target.new_replication_group_id or target.new_serverless_cache_name
+    return bool(new_cache) and not target.update_redis_url_secret
 
 
 def notify(services: Services, subject: str, message: str) -> None:

@@ -16,65 +16,68 @@ from servalsheets_backup.workflows.restore.common import (
     read_job_object,
     target_services,
 )
+from servalsheets_backup.workflows.restore.job import RestoreJob
 
 
 # -- 8. finish -------------------------------------------------------------------------------
-def finish(services: Services, job: dict[str, Any], outcome: str, error: str | None = None) -> dict[str, Any]:
+def finish(services: Services, job: RestoreJob, outcome: str, error: str | None = None) -> dict[str, Any]:
     """Release the lock, emit metrics and the audit record, notify, clean up a verification run."""
-    duration = round(services.clock() - job["started_ms"] / 1000, 3)
+    duration = round(services.clock() - job.started_ms / 1000, 3)
     succeeded = outcome in ("succeeded", "planned")
     try:
-        if job.get("verification") and outcome != "planned" and job.get("safety") is not None:
+        if job.verification and outcome != "planned" and job.safety is not None:
             cleanup_verification_target(services, job)
     finally:
-        services.state.release(job["lock"], job["owner"])
+        services.state.release(job.lock, job.owner)
     _finish_metrics(services, job, outcome, duration)
+    source = job.source.model_dump()
+    safety_backup_id = job.safety.backup_id if job.safety else None
     record = {
         "result": outcome,
-        "source": job["source"],
-        "components": job["components"],
-        "mode": job["mode"],
-        "dry_run": job["dry_run"],
-        "verification": job["verification"],
-        "requested_by": job["requested_by"],
-        "reason": job["reason"],
+        "source": source,
+        "components": job.components,
+        "mode": job.mode,
+        "dry_run": job.dry_run,
+        "verification": job.verification,
+        "requested_by": job.requested_by,
+        "reason": job.reason,
         "duration_seconds": duration,
         "error": (error or "")[:500],
-        "safety_backup_id": (job.get("safety") or {}).get("backup_id"),
-        "checks": job.get("checks", []),
+        "safety_backup_id": safety_backup_id,
+        "checks": job.checks or [],
     }
     write_audit(
         services.store.s3,
         services.settings.bucket,
         services.settings.kms_key_id,
         "restore",
-        job["restore_id"],
+        job.restore_id,
         record,
     )
     if outcome != "planned":
         notify(
             services,
-            f"ServalSheets restore {job['restore_id']}: {outcome}",
-            f"Restore {job['restore_id']} {outcome} after {duration:.0f}s."
+            f"ServalSheets restore {job.restore_id}: {outcome}",
+            f"Restore {job.restore_id} {outcome} after {duration:.0f}s."
             + (f" Cause: {error}" if error else ""),
         )
     summary = {
-        "restore_id": job["restore_id"],
+        "restore_id": job.restore_id,
         "outcome": outcome,
         "duration_seconds": duration,
-        "backup": job["source"],
-        "backup_age_seconds": job.get("backup_age_seconds"),
-        "checks": job.get("checks", []),
-        "plan": job.get("plan", {}),
-        "results": job.get("results", {}),
-        "safety_backup_id": (job.get("safety") or {}).get("backup_id"),
+        "backup": source,
+        "backup_age_seconds": job.backup_age_seconds,
+        "checks": job.checks or [],
+        "plan": job.plan or {},
+        "results": job.results or {},
+        "safety_backup_id": safety_backup_id,
     }
     if not succeeded:
         summary["error"] = error
     return summary
 
 
-def _finish_metrics(services: Services, job: dict[str, Any], outcome: str, duration: float) -> None:
+def _finish_metrics(services: Services, job: RestoreJob, outcome: str, duration: float) -> None:
     if outcome == "planned":
         return
     if outcome == "succeeded":
@@ -82,7 +85,7 @@ def _finish_metrics(services: Services, job: dict[str, Any], outcome: str, durat
         services.metrics.put("RestoreDurationSeconds", "Seconds", duration, "restore")
     else:
         services.metrics.put("RestoreFailed", "Count", 1, "restore")
-    if job.get("verification"):
+    if job.verification:
         if outcome == "succeeded":
             services.metrics.put("VerificationSucceeded", "Count", 1, "verification")
             services.state.put_marker(VERIFICATION_MARKER, services.clock())
@@ -90,17 +93,17 @@ def _finish_metrics(services: Services, job: dict[str, Any], outcome: str, durat
             services.metrics.put("VerificationFailed", "Count", 1, "verification")
 
 
-def cleanup_verification_target(services: Services, job: dict[str, Any]) -> None:
+def cleanup_verification_target(services: Services, job: RestoreJob) -> None:
     """Remove what a weekly verification restored into its isolated target."""
     target = target_services(services, job)
-    if "redis" in job["components"] and job["redis_mode"] == "logical":
+    if "redis" in job.components and job.redis_mode == "logical":
         flush_target(target)
-    if "tokens" in job["components"] and job["target"].get("token_store_path"):
+    if "tokens" in job.components and job.target.token_store_path:
         from servalsheets_backup.adapters.files import delete_source
 
-        delete_source(job["target"]["token_store_path"], services.client("s3"))
-    prefix = job["target"].get("secret_prefix")
-    if "config" in job["components"] and prefix:
+        delete_source(job.target.token_store_path, services.client("s3"))
+    prefix = job.target.secret_prefix
+    if "config" in job.components and prefix:
         manifest = job_manifest(services, job)
         bundle = prefixed(
             component_config.ConfigBundle.from_bytes(

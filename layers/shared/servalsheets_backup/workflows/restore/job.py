@@ -5,10 +5,11 @@ job whose fields are missing, mistyped or unknown (a misspelt key) is refused wi
 names them instead of reading as ``None`` further on. The step's result is serialised back with
 ``dump_job``: what the state machine carries is exactly the model's fields.
 
-The nested progress records (``safety``, ``redis``, ``rollback``) declare the fields the ASL's
-Choice states read (``done``, ``waiting``); their other bookkeeping belongs to the step that owns
-them and passes through unchanged. ``tests/unit/test_asl_contract.py`` checks that every
-field a Choice state reads is declared here.
+The steps read and extend the model itself (``job.target.secret_prefix``, ``job.redis.done``), so
+a misspelt field is a type error (mypy) before it is a runtime error. The nested progress records
+(``safety``, ``redis``, ``rollback``) declare every field their step keeps, the ones the ASL's
+Choice states read (``done``, ``waiting``) among them; ``tests/unit/test_asl_contract.py`` checks
+that every field a Choice state reads is declared here.
 """
 
 from __future__ import annotations
@@ -18,19 +19,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from servalsheets_backup.errors import InvalidInputError
+from servalsheets_backup.workflows.requests import RestoreTarget
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class _Progress(BaseModel):
-    # Steps keep their own counters and cursors here; only the declared fields are the contract.
-    model_config = ConfigDict(extra="allow")
-
-
 class SourceSet(_Record):
-    """The backup set the restore reads."""
+    """A backup set a restore reads: the source, or the safety set a rollback replays."""
 
     kind: str
     backup_id: str
@@ -45,23 +42,48 @@ class ComponentSwitches(_Record):
     redis: bool
 
 
-class SafetyProgress(_Progress):
-    """The safety backup: ``done`` once the pre-restore set is committed."""
+class ChunkCursor(_Record):
+    """Where a resumable RESTORE of a set's dump chunks stands (restore, and rollback's replay)."""
+
+    chunk: int = 0
+    records: int = 0
+    flushed: bool = False
+    done: bool = False
+    totals: dict[str, Any] = Field(default_factory=dict)
+
+
+class SafetyProgress(_Record):
+    """The safety backup: ``done`` once the pre-restore set is committed (``set`` then names it)."""
 
     done: bool = False
+    absent: list[Literal["config", "tokens", "redis"]] = Field(default_factory=list)
+    pending: dict[str, Any] | None = None  # the PendingSet while Redis is still being dumped
+    empty: bool | None = None
+    backup_id: str | None = None
+    set: SourceSet | None = None
 
 
-class RedisProgress(_Progress):
-    """The Redis step: ``done`` when every chunk is restored, ``waiting`` while a new cache starts."""
+class RedisProgress(ChunkCursor):
+    """The Redis step: ``done`` when every chunk is restored, ``waiting`` while a new cache starts.
 
-    done: bool = False
+    Logical restores move the chunk cursor; ElastiCache restores move ``phase`` (creating,
+    available) and record the REDIS_URL secret versions a rollback puts back.
+    """
+
     waiting: bool = False
+    phase: Literal["creating", "available"] | None = None
+    endpoint: str | None = None
+    previous_secret_version: str | None = None
+    new_secret_version: str | None = None
 
 
-class RollbackProgress(_Progress):
+class RollbackProgress(_Record):
     """The rollback: ``done`` when the target is back to its safety backup."""
 
     done: bool = False
+    needed: bool = True
+    small_done: bool = False
+    redis: ChunkCursor = Field(default_factory=ChunkCursor)
 
 
 class RestoreJob(_Record):
@@ -79,7 +101,7 @@ class RestoreJob(_Record):
     reason: str | None = None
     fail_after: str | None = None
     poll_seconds: int | None = None  # a Wait state's SecondsPath: whole seconds
-    target: dict[str, Any]
+    target: RestoreTarget
     lock: str
     owner: str
     started_ms: int
@@ -89,7 +111,6 @@ class RestoreJob(_Record):
     versions: dict[str, str] | None = None
     plan: dict[str, Any] | None = None
     safety: SafetyProgress | None = None
-    safety_set: dict[str, Any] | None = None
     redis: RedisProgress | None = None
     results: dict[str, Any] | None = None
     checks: list[dict[str, Any]] | None = None
@@ -109,5 +130,9 @@ def parse_job(raw: Any) -> RestoreJob:
 
 
 def dump_job(job: RestoreJob) -> dict[str, Any]:
-    """The JSON the state machine carries: the model's fields, absent ones left out."""
-    return job.model_dump(by_alias=True, exclude_unset=True)
+    """The JSON the state machine carries: the model's fields, those without a value left out.
+
+    Progress records are written in full (their defaults too), so every field a Choice state
+    reads is present once the record exists.
+    """
+    return job.model_dump(by_alias=True, exclude_none=True)

@@ -18,19 +18,20 @@ from servalsheets_backup.services import Services
 from servalsheets_backup.workflows.restore.apply import current_config, prefixed
 from servalsheets_backup.workflows.restore.common import (
     job_object,
-    job_set_ref,
     maybe_fail,
     read_job_object,
     renews_lock,
+    set_ref,
     target_services,
 )
+from servalsheets_backup.workflows.restore.job import RestoreJob
 
 
 # -- 2. preflight ----------------------------------------------------------------------------
 @renews_lock
-def preflight(services: Services, job: dict[str, Any]) -> dict[str, Any]:
+def preflight(services: Services, job: RestoreJob) -> RestoreJob:
     """Verify everything before touching anything, then plan what the restore would change."""
-    report = services.store.verify_set(job_set_ref(job))
+    report = services.store.verify_set(set_ref(job.source))
     failure = report.first_failure()
     if failure is not None or report.manifest is None:
         raise IntegrityError(
@@ -39,21 +40,21 @@ def preflight(services: Services, job: dict[str, Any]) -> dict[str, Any]:
             (failure.detail if failure else "") + "; nothing was restored",
         )
     manifest = report.manifest
-    job["versions"] = {name: version for name, version in report.versions().items() if version}
+    job.versions = {name: version for name, version in report.versions().items() if version}
     target = target_services(services, job)
     plan: dict[str, Any] = {}
-    if "tokens" in job["components"]:
+    if "tokens" in job.components:
         plan["tokens"] = _preflight_tokens(target, job, manifest)
-    if "config" in job["components"]:
+    if "config" in job.components:
         plan["config"] = _preflight_config(target, job, manifest)
-    if "redis" in job["components"]:
+    if "redis" in job.components:
         plan["redis"] = _preflight_redis(target, job, manifest)
-    job["plan"] = plan
+    job.plan = plan
     maybe_fail(job, "preflight")
     return job
 
 
-def _preflight_tokens(services: Services, job: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
+def _preflight_tokens(services: Services, job: RestoreJob, manifest: Manifest) -> dict[str, Any]:
     entry = manifest.objects_of("tokens")[0]
     data = read_job_object(services, job, entry)
     live = component_tokens.live_key(services)
@@ -76,22 +77,22 @@ def _preflight_tokens(services: Services, job: dict[str, Any], manifest: Manifes
     }
 
 
-def _preflight_config(services: Services, job: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
+def _preflight_config(services: Services, job: RestoreJob, manifest: Manifest) -> dict[str, Any]:
     bundle = component_config.ConfigBundle.from_bytes(
         read_job_object(services, job, manifest.objects_of("config")[0])
     )
-    current = current_config(services, bundle, job["target"].get("secret_prefix"))
-    return component_config.plan(current, prefixed(bundle, job["target"].get("secret_prefix")))
+    current = current_config(services, bundle, job.target.secret_prefix)
+    return component_config.plan(current, prefixed(bundle, job.target.secret_prefix))
 
 
-def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest) -> dict[str, Any]:
-    if job["redis_mode"] != "logical":
+def _preflight_redis(services: Services, job: RestoreJob, manifest: Manifest) -> dict[str, Any]:
+    if job.redis_mode != "logical":
         shards = manifest.objects_of("redis")
         return {
             "mode": "elasticache",
             "rdb_files": len(shards),
-            "new_replication_group_id": job["target"].get("new_replication_group_id"),
-            "new_serverless_cache_name": job["target"].get("new_serverless_cache_name"),
+            "new_replication_group_id": job.target.new_replication_group_id,
+            "new_serverless_cache_name": job.target.new_serverless_cache_name,
         }
     now_ms = int(services.clock() * 1000)
     totals: dict[str, Any] = {
@@ -101,10 +102,10 @@ def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest
         "skipped_pattern": 0,
         "records": 0,
     }
-    matched = dict.fromkeys(job["key_patterns"], 0)
+    matched = dict.fromkeys(job.key_patterns, 0)
     # One pass over the dump gives the plan and, per pattern, the keys it matches.
     for chunk in redis_plans(
-        services, job, manifest, now_ms, job["key_patterns"] or None, count_each_pattern=True
+        services, job, manifest, now_ms, job.key_patterns or None, count_each_pattern=True
     ):
         for prefix, count in chunk["would_restore"].items():
             totals["would_restore"][prefix] = totals["would_restore"].get(prefix, 0) + count
@@ -112,11 +113,11 @@ def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest
             totals[name] += chunk[name]
         for pattern, count in chunk.get("keys_per_pattern", {}).items():
             matched[pattern] += count
-    for pattern in job["key_patterns"]:
+    for pattern in job.key_patterns:
         if matched[pattern] == 0:
             raise InvalidInputError(
                 f"key pattern {pattern!r} matches no key in backup "
-                f"{job['source']['backup_id']}; fix the pattern (Redis glob syntax)"
+                f"{job.source.backup_id}; fix the pattern (Redis glob syntax)"
             )
     client = redis_logical.connect(services.redis_url())
     try:
@@ -131,7 +132,7 @@ def _preflight_redis(services: Services, job: dict[str, Any], manifest: Manifest
 
 def redis_plans(
     services: Services,
-    job: dict[str, Any],
+    job: RestoreJob,
     manifest: Manifest,
     now_ms: int,
     patterns: list[str] | None,

@@ -23,12 +23,13 @@ from servalsheets_backup.workflows.restore.common import (
     is_logical_dump,
     manifest_holds,
 )
+from servalsheets_backup.workflows.restore.job import RestoreJob, parse_job
 
 logger = logging.getLogger(__name__)
 
 
 # -- 1. prepare ------------------------------------------------------------------------------
-def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, Any]:
+def prepare(services: Services, event: dict[str, Any], owner: str) -> RestoreJob:
     """Validate the request, resolve the backup set, and take the target's restore lock."""
     raw = event.get("request", event)
     raw = (
@@ -103,7 +104,7 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> dict[str, 
         "redis_mode": "logical" if logical else "elasticache",
     }
     logger.info("restore prepared", extra={"restore_id": job["restore_id"], "backup_id": ref.backup_id})
-    return job_from({"job": job})
+    return job_from({"job": job})  # its own output is checked against the model too
 
 
 def resolve_source(services: Services, request: RestoreRequest) -> SetRef:
@@ -129,15 +130,12 @@ def resolve_source(services: Services, request: RestoreRequest) -> SetRef:
     return max(found, key=lambda ref: (ref.created_at, ref.backup_id))
 
 
-def job_from(event: Any) -> dict[str, Any]:
+def job_from(event: Any) -> RestoreJob:
     """The ``job`` carried in a restore step's event, validated as a ``RestoreJob``, or InvalidInputError."""
-    # pydantic is imported when a step runs, not when a handler is imported (cold start).
-    from servalsheets_backup.workflows.restore.job import dump_job, parse_job
-
     job = event.get("job") if isinstance(event, dict) else None
     if not isinstance(job, dict) or "restore_id" not in job:
         raise InvalidInputError("this restore step needs the 'job' returned by prepare_restore")
-    return dump_job(parse_job(job))
+    return parse_job(job)
 
 
 def describe_failure(event: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from servalsheets_backup.workflows.restore.apply import (
 )
 from servalsheets_backup.workflows.restore.common import APP_READY_ATTEMPTS, APP_READY_INTERVAL_SECONDS
 from servalsheets_backup.workflows.restore.finish import finish
+from servalsheets_backup.workflows.restore.job import RestoreJob
 from servalsheets_backup.workflows.restore.preflight import preflight
 from servalsheets_backup.workflows.restore.prepare import prepare
 from servalsheets_backup.workflows.restore.rollback import rollback
@@ -41,7 +42,7 @@ def run_restore(
     except BaseException as exc:
         finish(services, job, "refused", f"{type(exc).__name__}: {exc}")
         raise
-    if job["dry_run"]:
+    if job.dry_run:
         return finish(services, job, "planned")
     try:
         _run_changing_steps(services, job, say)
@@ -49,9 +50,9 @@ def run_restore(
         error = f"{type(exc).__name__}: {exc}"
         say("Roll back")
         try:
-            while not job.get("rollback", {}).get("done"):
+            while not (job.rollback and job.rollback.done):
                 job = rollback(services, job, None)
-            maintenance(services, {**job, "fail_after": None}, "end")
+            maintenance(services, job.model_copy(update={"fail_after": None}), "end")
         except BaseException as rollback_error:
             finish(services, job, "rollback_failed", f"{error}; rollback: {type(rollback_error).__name__}")
             raise
@@ -61,21 +62,21 @@ def run_restore(
     return finish(services, job, "succeeded")
 
 
-def _run_changing_steps(services: Services, job: dict[str, Any], say: Any) -> None:
+def _run_changing_steps(services: Services, job: RestoreJob, say: Any) -> None:
     say("Start maintenance window")
     maintenance(services, job, "start")
     say("Take safety backup")
-    while not job.get("safety", {}).get("done"):
+    while not (job.safety and job.safety.done):
         safety_backup(services, job, None)
-    if job["with"]["config"]:
+    if job.with_.config:
         say("Restore configuration")
         restore_config(services, job)
-    if job["with"]["tokens"]:
+    if job.with_.tokens:
         say("Restore token store")
         restore_tokens(services, job)
-    if job["with"]["redis"]:
+    if job.with_.redis:
         say("Restore Redis keys")
-        while not job.get("redis", {}).get("done"):
+        while not (job.redis and job.redis.done):
             restore_redis(services, job, None)
     say("End maintenance window")
     maintenance(services, job, "end")

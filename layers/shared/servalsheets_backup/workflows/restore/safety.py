@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from servalsheets_backup.components import config as component_config
 from servalsheets_backup.components import redis_logical
 from servalsheets_backup.components import tokens as component_tokens
@@ -20,37 +18,40 @@ from servalsheets_backup.workflows.restore.common import (
     renews_lock,
     target_services,
 )
+from servalsheets_backup.workflows.restore.job import RestoreJob, SafetyProgress, SourceSet
 
 
 # -- 4. safety backup ------------------------------------------------------------------------
 @renews_lock
-def safety_backup(services: Services, job: dict[str, Any], deadline: float | None) -> dict[str, Any]:
+def safety_backup(services: Services, job: RestoreJob, deadline: float | None) -> RestoreJob:
     """Capture the target's current state into a ``pre-restore`` set (in steps for large Redis)."""
     target = target_services(services, job)
-    safety = job.setdefault("safety", {"absent": [], "done": False})
-    if "pending" not in safety:
+    if job.safety is None:
+        job.safety = SafetyProgress()
+    safety = job.safety
+    if safety.pending is None:
         pending = backup.PendingSet(
             SAFETY_KIND,
             new_backup_id(),
             int(services.clock() * 1000),
-            job["owner"],
-            label=f"before restore {job['restore_id']}",
+            job.owner,
+            label=f"before restore {job.restore_id}",
             trigger="restore-safety",
         )
         _capture_small(target, job, pending, safety)
-        safety["pending"] = pending.to_dict()
-    pending = backup.PendingSet.from_dict(safety["pending"])
+        safety.pending = pending.to_dict()
+    pending = backup.PendingSet.from_dict(safety.pending)
     if (
-        "redis" in job["components"]
-        and job["redis_mode"] == "logical"
-        and "redis" not in safety["absent"]
+        "redis" in job.components
+        and job.redis_mode == "logical"
+        and "redis" not in safety.absent
         and not pending.redis_done
     ):
         if not pending.redis_chunks and _redis_empty(target):
-            safety["absent"].append("redis")
+            safety.absent.append("redis")
         else:
             redis_logical.add_logical_chunk(target, pending, deadline)
-            safety["pending"] = pending.to_dict()
+            safety.pending = pending.to_dict()
             if not pending.redis_done:
                 return job
     _commit_safety(services, job, pending, safety)
@@ -59,14 +60,14 @@ def safety_backup(services: Services, job: dict[str, Any], deadline: float | Non
 
 
 def _capture_small(
-    services: Services, job: dict[str, Any], pending: backup.PendingSet, safety: dict[str, Any]
+    services: Services, job: RestoreJob, pending: backup.PendingSet, safety: SafetyProgress
 ) -> None:
-    if "config" in job["components"]:
+    if "config" in job.components:
         manifest = job_manifest(services, job)
         bundle = component_config.ConfigBundle.from_bytes(
             read_job_object(services, job, manifest.objects_of("config")[0])
         )
-        current = current_config(services, bundle, job["target"].get("secret_prefix"))
+        current = current_config(services, bundle, job.target.secret_prefix)
         entry = services.store.write_object(
             SAFETY_KIND,
             pending.backup_id,
@@ -77,10 +78,10 @@ def _capture_small(
         )
         pending.add(entry)
         pending.components["config"] = {"secret_count": len(current.secrets)}
-    if "tokens" in job["components"]:
+    if "tokens" in job.components:
         data = component_tokens.read_current(services)
         if data is None:
-            safety["absent"].append("tokens")
+            safety.absent.append("tokens")
         else:
             entry = services.store.write_object(
                 SAFETY_KIND,
@@ -103,11 +104,10 @@ def _redis_empty(services: Services) -> bool:
 
 
 def _commit_safety(
-    services: Services, job: dict[str, Any], pending: backup.PendingSet, safety: dict[str, Any]
+    services: Services, job: RestoreJob, pending: backup.PendingSet, safety: SafetyProgress
 ) -> None:
     if not pending.objects:
-        safety.update(done=True, empty=True)
-        safety.pop("pending", None)
+        safety.done, safety.empty, safety.pending = True, True, None
         return
     for component in ("config", "tokens", "redis"):
         pending.components.setdefault(component, {"absent": True})
@@ -120,17 +120,13 @@ def _commit_safety(
         completed_at=iso_ms(int(services.clock() * 1000)),
         environment=services.settings.environment,
         objects=[ObjectEntry.from_dict(raw) for raw in pending.objects],
-        source={"restore_id": job["restore_id"]},
+        source={"restore_id": job.restore_id},
         components=pending.components,
         label=pending.label,
         trigger=pending.trigger,
     )
     ref = services.store.commit(manifest)
     services.store.mark_expirable(SAFETY_KIND)  # older safety sets now age out by lifecycle
-    safety.update(
-        done=True,
-        empty=False,
-        backup_id=pending.backup_id,
-        set={"kind": SAFETY_KIND, "backup_id": pending.backup_id, "manifest_key": ref.manifest_key},
-    )
-    safety.pop("pending", None)
+    safety.done, safety.empty, safety.pending = True, False, None
+    safety.backup_id = pending.backup_id
+    safety.set = SourceSet(kind=SAFETY_KIND, backup_id=pending.backup_id, manifest_key=ref.manifest_key)

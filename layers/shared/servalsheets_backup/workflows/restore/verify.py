@@ -21,38 +21,39 @@ from servalsheets_backup.workflows.restore.common import (
     is_isolated,
     job_manifest,
     job_object,
-    job_set_ref,
     maybe_fail,
     read_job_object,
     renews_lock,
+    set_ref,
     target_services,
 )
+from servalsheets_backup.workflows.restore.job import RestoreJob
 from servalsheets_backup.workflows.restore.preflight import redis_plans
 
 
 # -- 6. verify the restored deployment -------------------------------------------------------
 @renews_lock
-def verify(services: Services, job: dict[str, Any]) -> dict[str, Any]:
+def verify(services: Services, job: RestoreJob) -> RestoreJob:
     """Check the target against the backup; RestoreVerificationError names every failed check."""
     target = target_services(services, job)
     manifest = job_manifest(services, job)
     checks: list[Check] = []
-    if "redis" in job["components"] and job["redis_mode"] == "logical":
+    if "redis" in job.components and job.redis_mode == "logical":
         checks += _verify_redis(target, job, manifest)
-    elif "redis" in job["components"]:
+    elif "redis" in job.components:
         from servalsheets_backup.components import redis_snapshot_restore as component_redis_restore
 
-        checks += component_redis_restore.verify(target, job)
-    if "tokens" in job["components"]:
+        checks += component_redis_restore.verify(target, job.target.model_dump())
+    if "tokens" in job.components:
         checks.append(_verify_tokens(target))
-    if "config" in job["components"]:
+    if "config" in job.components:
         checks += _verify_config(target, job, manifest)
     app_checks: list[Check] = []
     if services.settings.app_url and not is_isolated(job):
         app_checks = check_application(
             services.settings.app_url, services.settings.app_host, services.settings.oauth_issuer
         )
-    job["checks"] = [check.as_dict() for check in checks + app_checks]
+    job.checks = [check.as_dict() for check in checks + app_checks]
     failed = [check for check in checks if not check.ok]
     maybe_fail(job, "verify")
     if failed:
@@ -68,7 +69,7 @@ def verify(services: Services, job: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
-def _verify_redis(services: Services, job: dict[str, Any], manifest: Manifest) -> list[Check]:
+def _verify_redis(services: Services, job: RestoreJob, manifest: Manifest) -> list[Check]:
     client = redis_logical.connect(services.redis_url())
     try:
         checks = [Check("redis PING", bool(client.ping()))]
@@ -84,7 +85,7 @@ def _verify_redis(services: Services, job: dict[str, Any], manifest: Manifest) -
         ended_ms = int(services.clock() * 1000)
         if ended_ms > started_ms + COUNT_WINDOW_MS:
             at_least = _alive_by_prefix(services, job, manifest, ended_ms, ended_ms)[0]
-        exact = job["mode"] == "replace"
+        exact = job.mode == "replace"
         differing = sorted(
             prefix
             for prefix in set(at_most) | set(actual)
@@ -97,7 +98,7 @@ def _verify_redis(services: Services, job: dict[str, Any], manifest: Manifest) -
             else f"{len(differing)} prefixes differ: {differing[:5]}"
         )
         checks.append(Check("redis key counts per prefix", not differing, detail))
-        if job["mode"] != "missing-only":
+        if job.mode != "missing-only":
             checks.append(_sample_check(services, job, manifest, client))
         return checks
     finally:
@@ -105,19 +106,19 @@ def _verify_redis(services: Services, job: dict[str, Any], manifest: Manifest) -
 
 
 def _alive_by_prefix(
-    services: Services, job: dict[str, Any], manifest: Manifest, at_ms: int, later_ms: int
+    services: Services, job: RestoreJob, manifest: Manifest, at_ms: int, later_ms: int
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Keys of the backup (matching the patterns) alive at ``at_ms`` and at ``later_ms``, per prefix."""
     now: dict[str, int] = {}
     later: dict[str, int] = {}
-    for plan in redis_plans(services, job, manifest, at_ms, job["key_patterns"] or None, later_ms=later_ms):
+    for plan in redis_plans(services, job, manifest, at_ms, job.key_patterns or None, later_ms=later_ms):
         for counts, found in ((now, plan["would_restore"]), (later, plan["still_alive_later"])):
             for prefix, count in found.items():
                 counts[prefix] = counts.get(prefix, 0) + count
     return now, later
 
 
-def _sample_check(services: Services, job: dict[str, Any], manifest: Manifest, client: Any) -> Check:
+def _sample_check(services: Services, job: RestoreJob, manifest: Manifest, client: Any) -> Check:
     now_ms = int(services.clock() * 1000)
     sampled = matched = 0
     for entry in manifest.objects_of("redis"):
@@ -126,7 +127,7 @@ def _sample_check(services: Services, job: dict[str, Any], manifest: Manifest, c
             client,
             now_ms=now_ms,
             sample_size=100,
-            patterns=job["key_patterns"] or None,
+            patterns=job.key_patterns or None,
             subject=entry.name,
         )
         sampled += report.sampled
@@ -149,12 +150,12 @@ def _verify_tokens(services: Services) -> Check:
     return Check("token store decrypts with live key", True)
 
 
-def _verify_config(services: Services, job: dict[str, Any], manifest: Manifest) -> list[Check]:
+def _verify_config(services: Services, job: RestoreJob, manifest: Manifest) -> list[Check]:
     entry = manifest.objects_of("config")[0]
     bundle = component_config.ConfigBundle.from_bytes(read_job_object(services, job, entry))
-    prefix = job["target"].get("secret_prefix")
+    prefix = job.target.secret_prefix
     current = current_config(services, bundle, prefix)
-    key = services.store.fingerprint_key_for(job_set_ref(job), entry)
+    key = services.store.fingerprint_key_for(set_ref(job.source), entry)
     expected = component_config.fingerprints(prefixed(bundle, prefix) if prefix else bundle, key)
     if not prefix:
         recorded = manifest.components.get("config", {}).get("fingerprints", {})
