@@ -60,6 +60,7 @@ servalsheets_backup/format/envelope.py
 servalsheets_backup/format/keys.py
 servalsheets_backup/format/manifest.py
 servalsheets_backup/format/rdb.py
+servalsheets_backup/format/rdb_entries.py
 servalsheets_backup/format/redis_keys.py
 servalsheets_backup/format/redis_stream.py
 servalsheets_backup/format/tokenstore.py

@@ -7,16 +7,24 @@ the production test redis-server itself SAVEs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from servalsheets_backup.adapters.elasticache import snapshot_name
 from servalsheets_backup.components.redis_snapshot import STAGING_PREFIX
 from servalsheets_backup.components.redis_snapshot_restore import seed_key
-from servalsheets_backup_local.testing.environment import REDIS_SECRET, LocalEnvironment, start_environment
-from servalsheets_backup_local.testing.servalsheets_state import SeededState
+from servalsheets_backup.format.dump_payload import same_value
+from servalsheets_backup_local.testing.environment import (
+    REDIS_SECRET,
+    TARGET_REDIS_SECRET,
+    LocalEnvironment,
+    start_environment,
+)
+from servalsheets_backup_local.testing.servalsheets_state import SeededState, redis_snapshot
 
 from .support import (
     ELASTICACHE_PARAMETERS,
@@ -226,3 +234,82 @@ def test_the_cli_backup_takes_the_same_snapshot_path_in_process(
     assert b"".join(store.read_object(ref, manifest.objects[0])) == exporter.rdb
     assert manifest.components["redis"]["replication_group_id"] == REPLICATION_GROUP
     assert staged(env) == [] and held_locks(env) == {}
+
+
+def test_an_elasticache_export_restores_key_by_key_into_a_named_redis(
+    env: LocalEnvironment, seeded: SeededState
+) -> None:
+    # Given an ElastiCache-mode backup (a real RDB file) and an empty scratch Redis
+    exporter = RdbExporter(env.production)
+    backup_id = elasticache_backup(env, exporter)
+    # Keys about to expire (the seed's 1.5 s one) may go either way between the reads below.
+    everything = redis_snapshot(env.production.url)
+    short = {key for key, value in everything.items() if expiring(value)}
+    expected = {key: value for key, value in everything.items() if key not in short}
+    scratch = redis.Redis.from_url(env.target.url)
+    scratch.flushdb()
+
+    # When it is restored into the scratch Redis the restore test uses, not into a new cache
+    target = {"redis_url_secret_id": TARGET_REDIS_SECRET}
+    run = run_restore(env, backup=backup_id, kinds=["redis"], mode="replace", target=target, poll_seconds=0)
+
+    # Then every key arrived with its value and (within the run's duration) its expiry
+    assert run.status == "SUCCEEDED", (run.error, run.cause[:500])
+    assert "Wait for new cache" not in run.entered
+    arrived = redis_snapshot(env.target.url)
+    restored = {key: value for key, value in arrived.items() if key not in short}
+    assert set(expected) <= set(restored)
+    assert all(expiring(arrived[key]) for key in set(restored) - set(expected))  # expired since
+    for key, (payload, pttl) in expected.items():
+        assert payload is not None and restored[key][0] is not None
+        assert same_value(payload, restored[key][0]), key
+        assert (pttl == -1) == (restored[key][1] == -1), key
+        assert pttl == -1 or abs(restored[key][1] - pttl) < 60_000, key
+    checks = {check["name"]: check["ok"] for check in run.output["checks"]}
+    assert checks["redis key counts per prefix"] and checks["redis sample DUMP and TTL"]
+    assert group_status(env, REPLICATION_GROUP) == "available" and held_locks(env) == {}
+
+    # ... and key patterns select from the export as they do from a logical dump
+    scratch.flushdb()
+    run = run_restore(
+        env, backup=backup_id, kinds=["redis"], target=target, key_patterns=["refresh:*"], poll_seconds=0
+    )
+    assert run.status == "SUCCEEDED", (run.error, run.cause[:500])
+    keys = list(scratch.scan_iter(count=1000))
+    assert keys and all(key.startswith(b"refresh:") for key in keys)
+    assert len(keys) == sum(1 for key in expected if key.startswith(b"refresh:"))
+    scratch.close()
+
+
+def expiring(value: tuple[bytes | None, int]) -> bool:
+    """A key with under a minute to live."""
+    return 0 <= value[1] < 60_000
+
+
+def test_an_elasticache_export_without_a_named_target_is_refused_with_both_ways(
+    env: LocalEnvironment, seeded: SeededState
+) -> None:
+    backup_id = elasticache_backup(env, RdbExporter(env.production))
+    run = run_restore(env, backup=backup_id, kinds=["redis"], poll_seconds=0)
+    assert run.status == "FAILED" and run.error == "InvalidInputError"
+    assert "new_replication_group_id" in run.cause and "redis_url_secret_id" in run.cause
+    assert "Take safety backup" not in run.entered and held_locks(env) == {}
+
+
+def test_the_weekly_restore_test_passes_in_elasticache_mode(
+    env: LocalEnvironment, seeded: SeededState
+) -> None:
+    # Given a full backup whose Redis part is an ElastiCache export
+    install_services(env, elasticache_services(RdbExporter(env.production)))
+    full = env.fire_schedule("BackupStateMachineFullSchedule")
+    assert full["status"] == "SUCCEEDED", full.get("cause")
+
+    # When the weekly restore test fires, it restores that export key by key into the scratch Redis
+    description = env.fire_schedule("RestoreStateMachineRestoreTestSchedule")
+
+    # Then every check passed and the scratch Redis was emptied again afterwards
+    assert description["status"] == "SUCCEEDED", description.get("cause")
+    summary = json.loads(description["output"])
+    assert summary["checks"] and all(check["ok"] for check in summary["checks"]), summary["checks"]
+    assert redis.Redis.from_url(env.target.url).dbsize() == 0
+    assert held_locks(env) == {}

@@ -19,6 +19,7 @@ from servalsheets_backup.workflows.restore.common import (
     maybe_fail,
     notify,
     read_job_object,
+    redis_records,
     renews_lock,
     target_services,
 )
@@ -220,7 +221,7 @@ def restore_redis_from(
             entry = chunks[cursor.chunk]
             result = redis_logical.restore_records(
                 client,
-                job_object(services, job, entry, source),
+                redis_records(services, job, entry, source),
                 now_ms=int(services.clock() * 1000),
                 mode=mode,
                 patterns=patterns,

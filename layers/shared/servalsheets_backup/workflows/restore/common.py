@@ -110,6 +110,19 @@ def job_object(
     return services.store.read_object(set_ref(source or job.source), entry, version_id=version)
 
 
+def redis_records(
+    services: Services, job: RestoreJob, entry: ObjectEntry, source: SourceSet | None = None
+) -> Iterator[bytes]:
+    """One Redis object of that set as a logical record stream: a dump chunk as stored, an RDB
+    file (an ElastiCache export) converted entry by entry (``format/rdb_entries.py``)."""
+    chunks = job_object(services, job, entry, source)
+    if entry.name.startswith(redis_logical.CHUNK_PREFIX):
+        return chunks
+    from servalsheets_backup.format.rdb_entries import record_stream_from_rdb
+
+    return record_stream_from_rdb(chunks, entry.name)
+
+
 def read_job_object(
     services: Services, job: RestoreJob, entry: ObjectEntry, source: SourceSet | None = None
 ) -> bytes:

@@ -17,9 +17,9 @@ from servalsheets_backup.format.manifest import Manifest
 from servalsheets_backup.services import Services
 from servalsheets_backup.workflows.restore.apply import current_config, prefixed
 from servalsheets_backup.workflows.restore.common import (
-    job_object,
     maybe_fail,
     read_job_object,
+    redis_records,
     renews_lock,
     set_ref,
     target_services,
@@ -103,6 +103,7 @@ def _preflight_redis(services: Services, job: RestoreJob, manifest: Manifest) ->
         "records": 0,
     }
     matched = dict.fromkeys(job.key_patterns, 0)
+    sources: set[str] = set()
     # One pass over the dump gives the plan and, per pattern, the keys it matches.
     for chunk in redis_plans(
         services, job, manifest, now_ms, job.key_patterns or None, count_each_pattern=True
@@ -113,6 +114,7 @@ def _preflight_redis(services: Services, job: RestoreJob, manifest: Manifest) ->
             totals[name] += chunk[name]
         for pattern, count in chunk.get("keys_per_pattern", {}).items():
             matched[pattern] += count
+        sources.add(str(chunk.get("source_version", "")))
     for pattern in job.key_patterns:
         if matched[pattern] == 0:
             raise InvalidInputError(
@@ -126,7 +128,7 @@ def _preflight_redis(services: Services, job: RestoreJob, manifest: Manifest) ->
         totals["target_version"] = str(client.info("server").get("redis_version", ""))
     finally:
         client.close()
-    _check_engine(totals["target_version"], manifest)
+    _check_engine(totals["target_version"], manifest, sources)
     return totals
 
 
@@ -142,7 +144,7 @@ def redis_plans(
     """The dry-run plan of every Redis dump chunk of the source set, in order."""
     for entry in manifest.objects_of("redis"):
         yield redis_logical.plan_restore(
-            job_object(services, job, entry),
+            redis_records(services, job, entry),
             now_ms=now_ms,
             patterns=patterns,
             subject=entry.name,
@@ -151,16 +153,18 @@ def redis_plans(
         )
 
 
-def _check_engine(target_version: str, manifest: Manifest) -> None:
-    """A DUMP payload only loads on the same or a newer engine major version."""
-    source = str(manifest.components.get("redis", {}).get("source_version", ""))
-    if source and target_version and _major(target_version) < _major(source):
-        raise InvalidInputError(
-            f"the target runs Redis {target_version} but the backup came from {source}: "
-            "DUMP payloads do not load on an older engine; restore into a target of the same or newer version"
-        )
+def _check_engine(target_version: str, manifest: Manifest, sources: set[str]) -> None:
+    """A DUMP payload only loads on the same or a newer engine (major.minor: 7.2 writes RDB 11)."""
+    recorded = str(manifest.components.get("redis", {}).get("source_version", ""))
+    for source in {recorded, *sources}:
+        if source and target_version and _major_minor(target_version) < _major_minor(source):
+            raise InvalidInputError(
+                f"the target runs Redis {target_version} but the backup came from {source}: "
+                "DUMP payloads do not load on an older engine; restore into a target of the same or "
+                "newer version"
+            )
 
 
-def _major(version: str) -> int:
-    head = version.split(".", 1)[0]
-    return int(head) if head.isdigit() else 0
+def _major_minor(version: str) -> tuple[int, int]:
+    parts = [int(part) if part.isdigit() else 0 for part in version.split(".")[:2]]
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]

@@ -65,11 +65,15 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> RestoreJob
             f"({', '.join(sorted(manifest.components))}) or another backup"
         )
     target = request.target.model_dump()
-    logical = not manifest.objects_of("redis") or is_logical_dump(manifest)
-    if "redis" in request.kinds and not logical and not request.target.new_cache_name:
+    rdb_set = bool(manifest.objects_of("redis")) and not is_logical_dump(manifest)
+    seeds_new_cache = rdb_set and bool(request.target.new_cache_name)
+    named_redis = request.target.redis_url_secret_id or request.target.redis_url
+    if "redis" in request.kinds and rdb_set and not seeds_new_cache and not named_redis:
         raise InvalidInputError(
             f"backup {ref.backup_id} holds ElastiCache RDB exports: set target.new_replication_group_id "
-            "or target.new_serverless_cache_name to seed a new cache (the running one is never overwritten)"
+            "or target.new_serverless_cache_name to seed a new cache, or target.redis_url_secret_id to "
+            "restore them key by key into a Redis you name (nothing is written to the running cache unless "
+            "it is the one you name)"
         )
     if request.verification and not (
         request.target.redis_url_secret_id
@@ -101,7 +105,8 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> RestoreJob
         "owner": owner,
         "started_ms": int(services.clock() * 1000),
         "backup_age_seconds": round(services.clock() - ref.created_at.timestamp(), 1),
-        "redis_mode": "logical" if logical else "elasticache",
+        # RDB files restore key by key (converted to the logical record stream) unless they seed a new cache.
+        "redis_mode": "elasticache" if seeds_new_cache else "logical",
     }
     logger.info("restore prepared", extra={"restore_id": job["restore_id"], "backup_id": ref.backup_id})
     return job_from({"job": job})  # its own output is checked against the model too

@@ -20,9 +20,9 @@ from servalsheets_backup.workflows.restore.common import (
     COUNT_WINDOW_MS,
     is_isolated,
     job_manifest,
-    job_object,
     maybe_fail,
     read_job_object,
+    redis_records,
     renews_lock,
     set_ref,
     target_services,
@@ -123,7 +123,7 @@ def _sample_check(services: Services, job: RestoreJob, manifest: Manifest, clien
     sampled = matched = 0
     for entry in manifest.objects_of("redis"):
         report = redis_logical.compare_sample(
-            job_object(services, job, entry),
+            redis_records(services, job, entry),
             client,
             now_ms=now_ms,
             sample_size=100,
