@@ -5,8 +5,9 @@ template.yaml, seeds realistic ServalSheets state, fires every backup schedule a
 would, simulates a disaster, restores through the restore state machine, verifies, and reports.
 Scenarios exercise the runbook's other restore cases; ``elasticache-serverless`` deploys with
 RedisMode=elasticache and an ElastiCache Serverless cache, played by a stand-in (moto has none)
-whose caches are real redis-servers and whose snapshots are real RDB files. Everything started is
-stopped by pid.
+whose caches are real redis-servers and whose snapshots are real RDB files; ``rdb-stream`` deploys
+with RedisMode=rdb-stream, so Redis is backed up as the server's own RDB snapshot over the
+replication protocol and restored key by key from it. Everything started is stopped by pid.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ SCENARIO_PARAMETERS = {
         "ElastiCacheServerlessCacheName": SERVERLESS_CACHE,
         **STAND_IN_NETWORK,
     },
+    "rdb-stream": {"RedisMode": "rdb-stream"},
 }
 # The stand-in finishes snapshots and exports at once; the schedules' 30 s polls need not be real.
 STAND_IN_WAIT_SECONDS = 0.2
@@ -85,7 +87,7 @@ def run_drill(
     serverless = None
     try:
         _describe_environment(environment, report)
-        if scenario in SCENARIO_PARAMETERS:
+        if scenario == "elasticache-serverless":
             serverless = _install_serverless_stand_in(environment, report)
         say(f"seeding {keys} Redis keys, the token store and configuration")
         seeded = seed_state(environment, keys)
@@ -249,6 +251,19 @@ def _scenario_full_restore(run: ScenarioRun) -> None:
     _check_secret_hygiene(environment, run.seeded, report)
 
 
+def _scenario_rdb_stream(run: ScenarioRun) -> None:
+    redis_sets = [b for b in run.report.backups if b["kind"] in ("redis", "full")]
+    store = run.environment.services().store
+    modes = [
+        store.load_manifest(store.find(backup["backup_id"], backup["kind"])).components["redis"]["mode"]
+        for backup in redis_sets
+    ]
+    run.report.check(
+        "redis and full backups hold the server's RDB stream", modes == ["rdb-stream"] * 2, str(modes)
+    )
+    _scenario_full_restore(run)
+
+
 def _scenario_elasticache_serverless(run: ScenarioRun) -> None:
     environment, report, say, stand_in = run.environment, run.report, run.say, run.serverless
     if stand_in is None:
@@ -349,6 +364,7 @@ _SCENARIO_RUNNERS: dict[str, Callable[[ScenarioRun], None]] = {
     "corrupted-backup": _scenario_corrupted_backup,
     "rollback": _scenario_rollback,
     "elasticache-serverless": _scenario_elasticache_serverless,
+    "rdb-stream": _scenario_rdb_stream,
 }
 
 

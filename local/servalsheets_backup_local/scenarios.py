@@ -7,4 +7,5 @@ DRILL_SCENARIOS = (
     "corrupted-backup",
     "rollback",
     "elasticache-serverless",
+    "rdb-stream",
 )

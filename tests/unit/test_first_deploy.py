@@ -113,7 +113,7 @@ def test_each_samconfig_example_passes_the_deploy_check(example: Path) -> None:
 def test_there_is_an_example_for_each_redis_mode() -> None:
     modes = {load_parameters(path)["RedisMode"] for path in EXAMPLES}
     serverless = [p for p in EXAMPLES if load_parameters(p).get("ElastiCacheServerlessCacheName")]
-    assert modes == {"logical", "elasticache"} and serverless
+    assert modes == {"logical", "rdb-stream", "elasticache"} and serverless
 
 
 def test_samconfig_parsing_reads_lists_and_quoted_values(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ servalsheets_backup/adapters/aws.py
 servalsheets_backup/adapters/elasticache.py
 servalsheets_backup/adapters/files.py
 servalsheets_backup/adapters/redis_client.py
+servalsheets_backup/adapters/redis_replication.py
 servalsheets_backup/adapters/s3.py
 servalsheets_backup/adapters/secrets.py
 servalsheets_backup/cli/__init__.py
@@ -49,6 +50,7 @@ servalsheets_backup/components/redis_logical/component.py
 servalsheets_backup/components/redis_logical/dump.py
 servalsheets_backup/components/redis_logical/restore.py
 servalsheets_backup/components/redis_logical/verify.py
+servalsheets_backup/components/redis_rdb_stream.py
 servalsheets_backup/components/redis_snapshot.py
 servalsheets_backup/components/redis_snapshot_restore.py
 servalsheets_backup/components/tokens.py

@@ -165,7 +165,7 @@ def test_every_parameter_is_described(source: dict[str, Any]) -> None:
     switches = [name for name in source["Parameters"] if name.startswith("Enable")]
     for name in switches:
         assert source["Parameters"][name]["AllowedValues"] == ["true", "false"], name
-    assert source["Parameters"]["RedisMode"]["AllowedValues"] == ["logical", "elasticache"]
+    assert source["Parameters"]["RedisMode"]["AllowedValues"] == ["logical", "rdb-stream", "elasticache"]
     assert "Default" not in source["Parameters"]["RedisMode"]  # a first deploy must choose
     assert parameter_default(source, "Environment") == "prod"
     assert re.fullmatch(source["Parameters"]["Environment"]["AllowedPattern"], "prod")

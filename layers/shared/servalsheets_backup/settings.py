@@ -44,7 +44,7 @@ ENV_OAUTH_ISSUER = "OAUTH_ISSUER"
 ENV_ECS_CLUSTER = "ECS_CLUSTER"
 ENV_ECS_SERVICE = "ECS_SERVICE"
 
-REDIS_MODES = ("logical", "elasticache")
+REDIS_MODES = ("logical", "rdb-stream", "elasticache")
 _ENVIRONMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 

@@ -121,6 +121,10 @@ def add_component(
         return add_config(services, pending)
     if component == "tokens":
         return add_tokens(services, pending)
+    if component == "redis" and services.settings.redis_mode == "rdb-stream":
+        from servalsheets_backup.components import redis_rdb_stream
+
+        return redis_rdb_stream.add_rdb_stream(services, pending)
     if component == "redis":
         from servalsheets_backup.components import redis_logical
 

@@ -112,8 +112,14 @@ def add_tokens(services: Services, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def dump_redis(services: Services, event: dict[str, Any], deadline: float | None) -> dict[str, Any]:
-    """Dump one chunk of keys (the state machine loops until ``redis_done``)."""
-    return redis_logical.add_logical_chunk(services, _pending(event, services), deadline).to_dict()
+    """Dump one chunk of keys, or stream the whole RDB snapshot (the state machine loops until
+    ``redis_done``)."""
+    pending = _pending(event, services)
+    if services.settings.redis_mode == "rdb-stream":
+        from servalsheets_backup.components import redis_rdb_stream
+
+        return redis_rdb_stream.add_rdb_stream(services, pending).to_dict()
+    return redis_logical.add_logical_chunk(services, pending, deadline).to_dict()
 
 
 def _snapshot_name(event: dict[str, Any], step: str) -> str:

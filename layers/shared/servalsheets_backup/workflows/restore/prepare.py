@@ -68,7 +68,9 @@ def prepare(services: Services, event: dict[str, Any], owner: str) -> RestoreJob
     rdb_set = bool(manifest.objects_of("redis")) and not is_logical_dump(manifest)
     seeds_new_cache = rdb_set and bool(request.target.new_cache_name)
     named_redis = request.target.redis_url_secret_id or request.target.redis_url
-    if "redis" in request.kinds and rdb_set and not seeds_new_cache and not named_redis:
+    # An rdb-stream set came from the configured Redis over REDIS_URL: it goes back there by default.
+    streamed = manifest.components.get("redis", {}).get("mode") == "rdb-stream"
+    if "redis" in request.kinds and rdb_set and not seeds_new_cache and not named_redis and not streamed:
         raise InvalidInputError(
             f"backup {ref.backup_id} holds ElastiCache RDB exports: set target.new_replication_group_id "
             "or target.new_serverless_cache_name to seed a new cache, or target.redis_url_secret_id to "
