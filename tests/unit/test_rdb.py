@@ -18,6 +18,7 @@ from servalsheets_backup.format.rdb import (
     MAX_RDB_VERSION,
     RdbValidator,
     crc64,
+    crc64_python,
     validate_rdb_file,
     validate_rdb_stream,
 )
@@ -273,6 +274,7 @@ def crc64_redis_bitwise(data: bytes) -> int:
 
 def test_redis_test_vector() -> None:
     assert crc64(b"123456789") == 0xE9C6D914C4B8D9CA
+    assert crc64_python(b"123456789") == 0xE9C6D914C4B8D9CA
     assert crc64_redis_bitwise(b"123456789") == 0xE9C6D914C4B8D9CA
     assert crc64(b"") == 0
 
@@ -280,7 +282,7 @@ def test_redis_test_vector() -> None:
 @pytest.mark.parametrize("size", [63, 64, 65, 100, 1000, CRC_BLOCK - 1, CRC_BLOCK + 1, 40_000])
 def test_folding_matches_the_bitwise_reference(size: int) -> None:
     data = os.urandom(size)
-    assert crc64(data) == crc64_redis_bitwise(data)
+    assert crc64(data) == crc64_python(data) == crc64_redis_bitwise(data)
 
 
 @settings(max_examples=60, deadline=None)
@@ -288,4 +290,5 @@ def test_folding_matches_the_bitwise_reference(size: int) -> None:
 def test_crc_continues_across_pieces(first: bytes, second: bytes) -> None:
     whole = crc64(first + second)
     assert crc64(second, crc64(first)) == whole
+    assert crc64_python(second, crc64_python(first)) == whole
     assert whole == crc64_redis_bitwise(first + second)

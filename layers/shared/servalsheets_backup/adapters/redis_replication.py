@@ -16,6 +16,8 @@ raise ``RedisBackupError`` naming the RedisMode to use instead.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +27,7 @@ from servalsheets_backup.format.rdb import CHECK_TRUNCATED, RdbInfo, RdbValidato
 
 EOF_MARK_BYTES = 40
 READ_BYTES = 1 << 20
+AHEAD_CHUNKS = 32  # received blocks held for the consumer: at most 32 MiB
 REFUSED_HINT = (
     "use RedisMode=logical (SCAN + DUMP) for a server that does not allow replication, or "
     "RedisMode=elasticache for ElastiCache"
@@ -40,25 +43,56 @@ class RdbStream:
         self._client = redis_client.connect(url, socket_timeout=timeout)
         self._connection: Any = self._client.connection_pool.get_connection()
         self._buffer = b""
+        self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             self._request()
             header = self._reply_header()
-            validator = RdbValidator(self.subject)
             if header.startswith(b"EOF:"):
                 chunks = self._until_mark(header[4:])
             else:
                 chunks = self._exactly(_declared_length(header, self.subject))
-            for chunk in chunks:
+            validator = RdbValidator(self.subject)
+            # A thread receives while this one validates (and the caller compresses, encrypts
+            # and uploads): waiting on the socket releases the GIL, so the two overlap.
+            for chunk in self._received_ahead(chunks):
                 validator.update(chunk)
                 yield chunk
             self.info = validator.finish()
         finally:
             self.close()
 
+    def _received_ahead(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        received: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=AHEAD_CHUNKS)
+        stop = threading.Event()
+
+        def receive() -> None:
+            try:
+                for chunk in chunks:
+                    if not _put(received, chunk, stop):
+                        return
+                _put(received, None, stop)
+            except BaseException as exc:  # handed to the consumer, which raises it
+                _put(received, exc, stop)
+
+        thread = threading.Thread(target=receive, name="rdb-stream-receive", daemon=True)
+        thread.start()
+        try:
+            while (item := received.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            self.close()  # unblocks a receive still waiting on the socket
+            thread.join(timeout=10)
+
     def close(self) -> None:
-        """Drop the connection (the server stops streaming to it)."""
+        """Drop the connection (the server stops streaming to it); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._connection.disconnect()
         finally:
@@ -127,12 +161,34 @@ class RdbStream:
         held = self._buffer  # the last EOF_MARK_BYTES received could be the mark: held back
         self._buffer = b""
         while not held.endswith(mark):
-            held += self._receive("the diskless stream ended without its end mark")
-            if len(held) > EOF_MARK_BYTES + READ_BYTES:
-                yield held[:-EOF_MARK_BYTES]
-                held = held[-EOF_MARK_BYTES:]
+            data = self._receive("the diskless stream ended without its end mark")
+            # Pass on all but the newest EOF_MARK_BYTES at once: one copy per received block.
+            if len(data) >= EOF_MARK_BYTES:
+                if len(held) + len(data) > EOF_MARK_BYTES:
+                    yield held + data[:-EOF_MARK_BYTES] if held else data[:-EOF_MARK_BYTES]
+                held = data[-EOF_MARK_BYTES:]
+            else:
+                held += data
+                if len(held) > EOF_MARK_BYTES:
+                    yield held[:-EOF_MARK_BYTES]
+                    held = held[-EOF_MARK_BYTES:]
         if len(held) > EOF_MARK_BYTES:
             yield held[:-EOF_MARK_BYTES]
+
+
+def _put(
+    received: queue.Queue[bytes | BaseException | None],
+    item: bytes | BaseException | None,
+    stop: threading.Event,
+) -> bool:
+    """Hand ``item`` to the consumer unless it has stopped listening; False when it has."""
+    while not stop.is_set():
+        try:
+            received.put(item, timeout=0.5)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def _declared_length(header: bytes, subject: str) -> int:
