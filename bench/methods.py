@@ -126,6 +126,22 @@ def ours_s3(ctx: Context, source: RedisServer, keys: int) -> Sample:
     return _our_backup_sample("ours_s3", keys, done, meter, result, backup_id)
 
 
+def ours_rdb_stream(ctx: Context, source: RedisServer, keys: int, out: Path | None) -> Sample:
+    """RedisMode=rdb-stream: the server's RDB over SYNC, enveloped into a file (``out``) or S3."""
+    backup_id = new_backup_id()
+    meter = Meter(source.pid)
+    if out is not None:
+        target = ("rdb-stream-file", "--path", str(out))
+        method = "ours_rdb_stream_file"
+    elif ctx.moto is not None:
+        target = ("rdb-stream-s3", "--bucket", ctx.moto.bucket, "--kms-key", ctx.moto.kms_key)
+        method = "ours_rdb_stream_s3"
+    else:
+        raise BenchError("the rdb-stream S3 backup needs the moto server")
+    done, result = _worker(ctx, *target, "--url", source.url, "--backup-id", backup_id, "--keys", str(keys))
+    return _our_backup_sample(method, keys, done, meter, result, backup_id)
+
+
 def _our_backup_sample(
     method: str, keys: int, done: Completed, meter: Meter, result: dict[str, Any], backup_id: str
 ) -> Sample:

@@ -13,6 +13,8 @@ from typing import Any
 LABELS = {
     "ours_file": "ours: backup to file",
     "ours_s3": "ours: backup to S3 (moto)",
+    "ours_rdb_stream_file": "ours: rdb-stream to file",
+    "ours_rdb_stream_s3": "ours: rdb-stream to S3 (moto)",
     "redis_cli_rdb": "redis-cli --rdb FILE",
     "runbook_gzip_gpg": "runbook: --rdb | gzip | gpg",
     "ours_restore": "ours: restore",
@@ -21,6 +23,8 @@ LABELS = {
 STYLE = {
     "ours_file": ("tab:blue", "o", "-"),
     "ours_s3": ("tab:cyan", "D", "-"),
+    "ours_rdb_stream_file": ("tab:purple", "s", "-"),
+    "ours_rdb_stream_s3": ("tab:pink", "^", "-"),
     "redis_cli_rdb": ("tab:gray", "s", "--"),
     "runbook_gzip_gpg": ("tab:red", "v", "--"),
     "ours_restore": ("tab:green", "o", "-"),

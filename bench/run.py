@@ -235,8 +235,12 @@ def backup_round(run: Run, ds: DataSet, size: int, label: str, main: bool) -> Sa
     ours = run.record(methods.ours_file(ctx, server, size, run.workdir / "ours.ssbk"), label)
     if opts.wants("backup") and size <= opts.keys:
         run.record(methods.runbook(ctx, server, size, run.workdir / "runbook.gz.gpg"), label)
+    if opts.wants("backup") and size <= opts.keys:
+        run.record(methods.ours_rdb_stream(ctx, server, size, run.workdir / "ours-rdb.ssbk"), label)
     if opts.wants("backup") and main and ctx.moto is not None:
         run.record(methods.ours_s3(ctx, server, size), label)
+        empty_bucket(run)
+        run.record(methods.ours_rdb_stream(ctx, server, size, None), label)
         empty_bucket(run)
     return ours
 

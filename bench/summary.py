@@ -57,6 +57,9 @@ def ratios(rows: list[dict[str, Any]], size: int, field: str = "keys_per_second"
         "backup_file_vs_rdb": ("ours_file", "redis_cli_rdb"),
         "backup_s3_vs_runbook": ("ours_s3", "runbook_gzip_gpg"),
         "backup_s3_vs_rdb": ("ours_s3", "redis_cli_rdb"),
+        "rdb_stream_file_vs_rdb": ("ours_rdb_stream_file", "redis_cli_rdb"),
+        "rdb_stream_s3_vs_rdb": ("ours_rdb_stream_s3", "redis_cli_rdb"),
+        "rdb_stream_s3_vs_runbook": ("ours_rdb_stream_s3", "runbook_gzip_gpg"),
         "restore_vs_pipe": ("ours_restore", "redis_cli_pipe"),
     }
     out = {}
@@ -146,6 +149,20 @@ def targets(
             r.get("backup_file_vs_rdb"),
             ">=",
             0.5,
+        ),
+        Target(
+            "rdb_stream_vs_rdb",
+            "rdb-stream backup into S3 >= 0.9x raw redis-cli --rdb",
+            r.get("rdb_stream_s3_vs_rdb"),
+            ">=",
+            0.9,
+        ),
+        Target(
+            "rdb_stream_vs_runbook",
+            "rdb-stream backup into S3 >= 3.2x the gzip+gpg pipeline",
+            r.get("rdb_stream_s3_vs_runbook"),
+            ">=",
+            3.2,
         ),
         Target(
             "restore_vs_pipe", "restore >= 1.0x redis-cli --pipe keys/s", r.get("restore_vs_pipe"), ">=", 1.0

@@ -69,19 +69,47 @@ def backup_file(args: argparse.Namespace) -> dict[str, Any]:
 
 def backup_s3(args: argparse.Namespace) -> dict[str, Any]:
     """The production path: BackupStore.open_object (MultipartSink, KMS data key) fed by dump_keys."""
-    from servalsheets_backup.adapters import aws
-    from servalsheets_backup.format.keys import KmsKeyring
-    from servalsheets_backup.store.sets import BackupStore
-
-    s3, kms = aws.client("s3"), aws.client("kms")  # AWS_ENDPOINT_URL points at the moto server
-    store = BackupStore(
-        s3, args.bucket, KmsKeyring(kms, args.kms_key), environment=ENVIRONMENT, kms_key_id=args.kms_key
-    )
-    upload = store.open_object(KIND, args.backup_id, OBJECT_NAME, "redis")
+    upload = _store(args).open_object(KIND, args.backup_id, OBJECT_NAME, "redis")
     client = connect(args.url)
     result = dump_keys(client, upload, backup_time_ms=args.backup_time_ms)
     entry = upload.finish({"keys": result.keys_written})
     return {"keys": result.keys_written, "bytes_in": entry.plaintext_size, "bytes_out": entry.stored_size}
+
+
+def rdb_stream_file(args: argparse.Namespace) -> dict[str, Any]:
+    """RedisMode=rdb-stream into a local file: RdbStream (SYNC) -> EnvelopeWriter -> file."""
+    from servalsheets_backup.adapters.redis_replication import RdbStream
+
+    context = object_context(args.backup_id)
+    data_key = keyring().new_data_key(context)
+    stream = RdbStream(args.url)
+    with Path(args.path).open("wb") as sink:
+        writer = EnvelopeWriter(sink, data_key, context)
+        for chunk in stream:
+            writer.write(chunk)
+        digest = writer.close()
+    return {"keys": args.keys, "bytes_in": digest.plaintext_size, "bytes_out": digest.stored_size}
+
+
+def rdb_stream_s3(args: argparse.Namespace) -> dict[str, Any]:
+    """RedisMode=rdb-stream's production path: RdbStream -> BackupStore.open_object -> multipart upload."""
+    from servalsheets_backup.adapters.redis_replication import RdbStream
+
+    upload = _store(args).open_object(KIND, args.backup_id, "redis/shard-0001.rdb", "redis")
+    for chunk in RdbStream(args.url):
+        upload.write(chunk)
+    entry = upload.finish({"rdb_files": 1})
+    return {"keys": args.keys, "bytes_in": entry.plaintext_size, "bytes_out": entry.stored_size}
+
+
+def _store(args: argparse.Namespace) -> Any:
+    """The production BackupStore on the moto server (AWS_ENDPOINT_URL points at it)."""
+    from servalsheets_backup.adapters import aws
+    from servalsheets_backup.format.keys import KmsKeyring
+    from servalsheets_backup.store.sets import BackupStore
+
+    keys = KmsKeyring(aws.client("kms"), args.kms_key)
+    return BackupStore(aws.client("s3"), args.bucket, keys, environment=ENVIRONMENT, kms_key_id=args.kms_key)
 
 
 def restore_file(args: argparse.Namespace) -> dict[str, Any]:
@@ -100,6 +128,8 @@ OPERATIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "backup-file": backup_file,
     "backup-s3": backup_s3,
     "restore-file": restore_file,
+    "rdb-stream-file": rdb_stream_file,
+    "rdb-stream-s3": rdb_stream_s3,
 }
 
 
@@ -114,6 +144,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--bucket", default="")
     parser.add_argument("--kms-key", default="")
     parser.add_argument("--profile", default="", help="write cProfile stats of the operation here")
+    parser.add_argument("--keys", type=int, default=0, help="keys in the dataset (rdb-stream reports it)")
     return parser.parse_args(argv)
 
 
