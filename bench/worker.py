@@ -57,14 +57,24 @@ def profiled(path: str | None) -> Iterator[None]:
 
 def backup_file(args: argparse.Namespace) -> dict[str, Any]:
     """dump_keys -> EnvelopeWriter (zstd + AES-256-GCM) -> a local file."""
+    client = connect(args.url)
+    counts: dict[str, int] = {}
+
+    def feed(writer: EnvelopeWriter) -> None:
+        counts["keys"] = dump_keys(client, writer, backup_time_ms=args.backup_time_ms).keys_written
+
+    digest = _envelope_file(args, feed)
+    return {"keys": counts["keys"], "bytes_in": digest.plaintext_size, "bytes_out": digest.stored_size}
+
+
+def _envelope_file(args: argparse.Namespace, feed: Callable[[EnvelopeWriter], None]) -> Any:
+    """An EnvelopeWriter (zstd + AES-256-GCM, a local data key) into ``args.path``, fed by ``feed``."""
     context = object_context(args.backup_id)
     data_key = keyring().new_data_key(context)
-    client = connect(args.url)
     with Path(args.path).open("wb") as sink:
         writer = EnvelopeWriter(sink, data_key, context)
-        result = dump_keys(client, writer, backup_time_ms=args.backup_time_ms)
-        digest = writer.close()
-    return {"keys": result.keys_written, "bytes_in": digest.plaintext_size, "bytes_out": digest.stored_size}
+        feed(writer)
+        return writer.close()
 
 
 def backup_s3(args: argparse.Namespace) -> dict[str, Any]:
@@ -80,14 +90,11 @@ def rdb_stream_file(args: argparse.Namespace) -> dict[str, Any]:
     """RedisMode=rdb-stream into a local file: RdbStream (SYNC) -> EnvelopeWriter -> file."""
     from servalsheets_backup.adapters.redis_replication import RdbStream
 
-    context = object_context(args.backup_id)
-    data_key = keyring().new_data_key(context)
-    stream = RdbStream(args.url)
-    with Path(args.path).open("wb") as sink:
-        writer = EnvelopeWriter(sink, data_key, context)
-        for chunk in stream:
+    def feed(writer: EnvelopeWriter) -> None:
+        for chunk in RdbStream(args.url):
             writer.write(chunk)
-        digest = writer.close()
+
+    digest = _envelope_file(args, feed)
     return {"keys": args.keys, "bytes_in": digest.plaintext_size, "bytes_out": digest.stored_size}
 
 
