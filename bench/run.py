@@ -389,6 +389,8 @@ def draw_plot(run: Run) -> Path | None:
 def program(opts: Options) -> Path:
     """Run every selected comparison; returns the results file."""
     tools.ensure_tools()
+    if opts.workdir is not None:
+        opts.workdir.mkdir(parents=True, exist_ok=True)  # --workdir may name a folder not made yet
     workdir = Path(tempfile.mkdtemp(prefix="ssbk-bench-", dir=opts.workdir))
     run = Run(opts, workdir)
     moto = ds = None

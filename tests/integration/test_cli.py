@@ -137,3 +137,29 @@ def test_console_script_in_another_process(aws_env: dict[str, str]) -> None:
         [str(script), "verify"], env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert usage.returncode == 2
+
+
+def test_deploy_check_lists_every_missing_answer_and_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "samconfig.toml"
+    config.write_text(
+        'version = 0.1\n[default.deploy.parameters]\nparameter_overrides = "RedisMode=elasticache"\n'
+    )
+    code, out, _err = run(["deploy-check", "--config", str(config)])
+    assert code == 2
+    for rule in ("ElastiCacheModeNeedsCache", "ElastiCacheModeNeedsVpc", "TokenBackupsNeedTheStore"):
+        assert f"FAIL {rule}:" in out
+    assert "cannot deploy" in out
+
+
+def test_deploy_check_of_an_example_lists_what_the_stack_creates_as_json() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "samconfig.logical.toml"
+    code, out, _err = run(["deploy-check", "--json", "--config", str(example)])
+    report = json.loads(out)
+    assert code == 0 and report["ok"] and report["problems"] == []
+    assert report["creates"]["BackupBucket"] == "AWS::S3::Bucket"
+    assert "servalsheets/prod/redis-url" not in out  # names parameters, never echoes answers
+
+
+def test_deploy_check_refuses_a_missing_file_by_name(tmp_path: Path) -> None:
+    code, _out, err = run(["deploy-check", "--config", str(tmp_path / "nope.toml")])
+    assert code == 2 and "nope.toml: no such file" in err
