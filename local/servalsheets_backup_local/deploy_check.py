@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .testing.intrinsics import Resolver
+from .testing.intrinsics import Resolver, pseudo_parameters
 from .testing.template_file import load_template
 
 # The drill stands a local directory in for the EFS mount, so its token store and configuration
@@ -65,7 +65,13 @@ class DeployPreview:
 
 def preview(template_path: Path, given: dict[str, Any], *, local_paths: bool = False) -> DeployPreview:
     """Check ``given`` against the template at ``template_path`` and list what it would create."""
-    template = load_template(template_path)
+    return check_template(load_template(template_path), given, local_paths=local_paths)
+
+
+def check_template(
+    template: dict[str, Any], given: dict[str, Any], *, local_paths: bool = False
+) -> DeployPreview:
+    """``preview`` of a template already loaded (Fn::ForEach expanded)."""
     values, problems = check_parameters(template, given, local_paths=local_paths)
     # CloudFormation stops at the first problem; the preview goes on, so that one run lists
     # every answer still missing (a missing parameter counts as empty for the Rules).
@@ -73,9 +79,7 @@ def preview(template_path: Path, given: dict[str, Any], *, local_paths: bool = F
     result.problems.extend(evaluate_rules(template, values, local_paths=local_paths))
     if result.problems:
         return result
-    resolver = Resolver(
-        values, _PSEUDO, template.get("Conditions", {}), _no_attributes, template.get("Mappings")
-    )
+    resolver = _resolver(template, values)
     for logical_id, resource in template["Resources"].items():
         condition = resource.get("Condition")
         if condition is None or resolver.condition(condition):
@@ -85,9 +89,9 @@ def preview(template_path: Path, given: dict[str, Any], *, local_paths: bool = F
     return result
 
 
-def require_deployable(template_path: Path, given: dict[str, Any], *, local_paths: bool = False) -> None:
+def require_deployable(template: dict[str, Any], given: dict[str, Any], *, local_paths: bool = False) -> None:
     """Raise DeployCheckError naming every problem, as a deploy would fail on the first."""
-    result = preview(template_path, given, local_paths=local_paths)
+    result = check_template(template, given, local_paths=local_paths)
     if not result.ok:
         raise DeployCheckError(result.problems)
 
@@ -157,41 +161,17 @@ def evaluate_rules(
 ) -> list[str]:
     """The AssertDescription of every failing assertion of every Rule whose condition holds."""
     problems = []
+    resolver = _resolver(template, values)
     for name, rule in template.get("Rules", {}).items():
         if local_paths and name in LOCAL_EXEMPT_RULES:
             continue
-        if "RuleCondition" in rule and not _rule_value(rule["RuleCondition"], values):
+        if "RuleCondition" in rule and not resolver.holds(rule["RuleCondition"]):
             continue
         for assertion in rule.get("Assertions", []):
-            if not _rule_value(assertion["Assert"], values):
+            if not resolver.holds(assertion["Assert"]):
                 description = " ".join(str(assertion.get("AssertDescription", "")).split())
                 problems.append(f"{name}: {description}")
     return problems
-
-
-def _rule_value(node: Any, values: dict[str, Any]) -> Any:
-    """Evaluate the functions CloudFormation allows in Rules."""
-    if not isinstance(node, dict) or len(node) != 1:
-        return node
-    ((function, argument),) = node.items()
-    if function == "Ref":
-        return values[argument]
-    arguments = [_rule_value(item, values) for item in argument] if isinstance(argument, list) else argument
-    if function == "Fn::Equals":
-        return arguments[0] == arguments[1]
-    if function == "Fn::Not":
-        return not arguments[0]
-    if function == "Fn::And":
-        return all(arguments)
-    if function == "Fn::Or":
-        return any(arguments)
-    if function == "Fn::EachMemberEquals":
-        return all(member == arguments[1] for member in arguments[0])
-    if function == "Fn::EachMemberIn":
-        return all(member in arguments[1] for member in arguments[0])
-    if function == "Fn::Contains":
-        return arguments[1] in arguments[0]
-    raise NotImplementedError(f"rule function {function} is not supported by deploy-check")
 
 
 # ---------------------------------------------------------------------------- parameter files
@@ -225,13 +205,10 @@ def _split_override(path: Path, item: str) -> tuple[str, str]:
     return name, value
 
 
-_PSEUDO = {
-    "AWS::Region": "us-east-1",
-    "AWS::AccountId": "123456789012",
-    "AWS::Partition": "aws",
-    "AWS::StackName": "servalsheets-backup",
-    "AWS::URLSuffix": "amazonaws.com",
-}
+def _resolver(template: dict[str, Any], values: dict[str, Any]) -> Resolver:
+    """Conditions and Rules evaluated against ``values``; no resource exists yet."""
+    pseudo = pseudo_parameters("us-east-1", "servalsheets-backup")
+    return Resolver(values, pseudo, template.get("Conditions", {}), _no_attributes, template.get("Mappings"))
 
 
 def _no_attributes(logical_id: str, attribute: str | None) -> str:

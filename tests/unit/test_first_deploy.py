@@ -51,7 +51,7 @@ def test_the_default_parameters_cannot_deploy_and_every_missing_answer_is_named(
     ):
         assert parameter in text, parameter
     with pytest.raises(DeployCheckError, match="RedisMode"):
-        require_deployable(TEMPLATE_PATH, {})
+        require_deployable(source_template(), {})
 
 
 def test_every_rule_message_names_a_parameter_its_assertion_reads() -> None:

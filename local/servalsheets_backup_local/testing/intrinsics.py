@@ -1,7 +1,8 @@
 """A small CloudFormation intrinsic-function resolver for deploying template.yaml into moto.
 
 It covers what this project's translated template uses: Ref, Fn::GetAtt, Fn::Sub, Fn::If,
-Fn::Join, Fn::Select, Fn::Split, Fn::FindInMap, Fn::Equals/And/Or/Not (conditions) and AWS::NoValue.
+Fn::Join, Fn::Select, Fn::Split, Fn::FindInMap, Fn::Equals/And/Or/Not (conditions), the Rules
+functions Fn::EachMemberEquals/EachMemberIn/Contains, and AWS::NoValue.
 """
 
 from __future__ import annotations
@@ -11,7 +12,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 NO_VALUE = object()
+LOCAL_ACCOUNT = "123456789012"  # the account moto (and deploy-check) deploy into
 _SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
+
+
+def pseudo_parameters(region: str, stack_name: str) -> dict[str, str]:
+    """CloudFormation's pseudo parameters for a stack deployed outside AWS (moto, deploy-check)."""
+    return {
+        "AWS::Region": region,
+        "AWS::AccountId": LOCAL_ACCOUNT,
+        "AWS::Partition": "aws",
+        "AWS::StackName": stack_name,
+        "AWS::URLSuffix": "amazonaws.com",
+        "AWS::StackId": f"arn:aws:cloudformation:{region}:{LOCAL_ACCOUNT}:stack/{stack_name}/local",
+    }
 
 
 class Resolver:
@@ -37,6 +51,10 @@ class Resolver:
         if name not in self._conditions:
             self._conditions[name] = bool(self._eval_condition(self._raw_conditions[name]))
         return self._conditions[name]
+
+    def holds(self, node: Any) -> bool:
+        """Evaluate a condition expression (a Condition's, or a Rule's condition or assertion)."""
+        return self._eval_condition(node)
 
     def _eval_condition(self, node: Any) -> bool:
         if isinstance(node, dict) and len(node) == 1:
@@ -124,6 +142,17 @@ class Resolver:
 
     def _fn_Equals(self, argument: list[Any]) -> bool:  # noqa: N802
         return bool(self.resolve(argument[0]) == self.resolve(argument[1]))
+
+    def _fn_EachMemberEquals(self, argument: list[Any]) -> bool:  # noqa: N802
+        members, value = self.resolve(argument[0]), self.resolve(argument[1])
+        return all(member == value for member in members)
+
+    def _fn_EachMemberIn(self, argument: list[Any]) -> bool:  # noqa: N802
+        members, allowed = self.resolve(argument[0]), self.resolve(argument[1])
+        return all(member in allowed for member in members)
+
+    def _fn_Contains(self, argument: list[Any]) -> bool:  # noqa: N802
+        return self.resolve(argument[1]) in self.resolve(argument[0])
 
     def _fn_Condition(self, name: str) -> bool:  # noqa: N802
         return self.condition(name)

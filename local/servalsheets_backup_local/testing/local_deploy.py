@@ -20,11 +20,11 @@ from servalsheets_backup.adapters import aws
 
 from ..deploy_check import require_deployable
 from . import network_resources
-from .intrinsics import NO_VALUE, Resolver
+from .intrinsics import LOCAL_ACCOUNT, NO_VALUE, Resolver, pseudo_parameters
 from .lambda_runner import LambdaRunner
 from .template_file import load_template
 
-ACCOUNT = "123456789012"
+ACCOUNT = LOCAL_ACCOUNT
 ARTIFACTS = "local-artifacts"
 _REF_PATTERN = re.compile(r"\$\{([A-Za-z0-9]+)")
 
@@ -99,8 +99,8 @@ class LocalDeployer:
     def deploy(self, runner: LambdaRunner) -> Deployment:
         """Check the parameters as CloudFormation would, then translate, resolve and create every
         resource; register handlers with ``runner``. Raises DeployCheckError naming what is wrong."""
-        require_deployable(self.repo_root / "template.yaml", self.parameters, local_paths=True)
         template = load_template(self.repo_root / "template.yaml")
+        require_deployable(template, self.parameters, local_paths=True)
         parameters = self._parameters(template)
         translated, local_paths = translate(template, parameters, self.region)
         deployment = Deployment(translated)
@@ -148,14 +148,7 @@ class LocalDeployer:
         return values
 
     def _pseudo(self) -> dict[str, str]:
-        return {
-            "AWS::Region": self.region,
-            "AWS::AccountId": ACCOUNT,
-            "AWS::Partition": "aws",
-            "AWS::StackName": self.stack_name,
-            "AWS::URLSuffix": "amazonaws.com",
-            "AWS::StackId": f"arn:aws:cloudformation:{self.region}:{ACCOUNT}:stack/{self.stack_name}/local",
-        }
+        return pseudo_parameters(self.region, self.stack_name)
 
     def generated_name(self, logical_id: str, limit: int = 64, lower: bool = False) -> str:
         """A physical name like CloudFormation's: stack-LogicalId-suffix."""
