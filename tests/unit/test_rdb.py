@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,10 +47,11 @@ def seed_every_type(client: redis.Redis) -> None:
     client.expire("servalsheets:task:task_1", 3600)
 
 
-def save_snapshot(server: RedisServer) -> bytes:
+def save_snapshot(server: RedisServer, seed: Callable[[redis.Redis], None] = seed_every_type) -> bytes:
+    """SAVE after ``seed`` wrote its keys; the server's dump.rdb."""
     client = redis.Redis.from_url(server.url)
     try:
-        seed_every_type(client)
+        seed(client)
         client.save()
     finally:
         client.close()

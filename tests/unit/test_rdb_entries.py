@@ -18,6 +18,8 @@ from servalsheets_backup.format.rdb_entries import RdbEntryReader, lzf_decompres
 from servalsheets_backup.format.redis_stream import NO_EXPIRY, RecordStream
 from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
 
+from .test_rdb import save_snapshot
+
 pytestmark = pytest.mark.unit
 
 
@@ -48,21 +50,11 @@ def seed_every_encoding(client: redis.Redis) -> None:
     client.xadd("stream:plain", {"a": "1"})
 
 
-def snapshot_of(server: RedisServer) -> bytes:
-    client = redis.Redis.from_url(server.url)
-    try:
-        seed_every_encoding(client)
-        client.save()
-    finally:
-        client.close()
-    return (server.workdir / "dump.rdb").read_bytes()
-
-
 @pytest.fixture(scope="module")
 def source() -> Iterator[tuple[RedisServer, bytes]]:
     server = start_redis(extra_args=["--rdbcompression", "yes"])
     try:
-        yield server, snapshot_of(server)
+        yield server, save_snapshot(server, seed_every_encoding)
     finally:
         server.stop()
 

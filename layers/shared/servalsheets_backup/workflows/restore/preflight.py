@@ -166,5 +166,5 @@ def _check_engine(target_version: str, manifest: Manifest, sources: set[str]) ->
 
 
 def _major_minor(version: str) -> tuple[int, int]:
-    parts = [int(part) if part.isdigit() else 0 for part in version.split(".")[:2]]
-    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+    major, minor = ([int(part) if part.isdigit() else 0 for part in version.split(".")[:2]] + [0, 0])[:2]
+    return major, minor
