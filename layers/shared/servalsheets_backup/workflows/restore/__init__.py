@@ -26,9 +26,14 @@ from servalsheets_backup.workflows.restore.common import (
     target_services,
 )
 from servalsheets_backup.workflows.restore.finish import cleanup_verification_target, finish
-from servalsheets_backup.workflows.restore.job import RestoreJob, dump_job
 from servalsheets_backup.workflows.restore.preflight import preflight
-from servalsheets_backup.workflows.restore.prepare import describe_failure, job_from, prepare, resolve_source
+from servalsheets_backup.workflows.restore.prepare import (
+    describe_failure,
+    dump_job,
+    job_from,
+    prepare,
+    resolve_source,
+)
 from servalsheets_backup.workflows.restore.rollback import rollback
 from servalsheets_backup.workflows.restore.run import run_restore
 from servalsheets_backup.workflows.restore.safety import safety_backup
@@ -36,7 +41,6 @@ from servalsheets_backup.workflows.restore.verify import verify
 
 __all__ = [
     "InjectedFault",
-    "RestoreJob",
     "SAFETY_KIND",
     "cleanup_verification_target",
     "describe_failure",

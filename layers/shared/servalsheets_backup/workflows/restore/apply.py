@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from servalsheets_backup.components import config as component_config
 from servalsheets_backup.components import redis_logical
@@ -23,7 +23,10 @@ from servalsheets_backup.workflows.restore.common import (
     renews_lock,
     target_services,
 )
-from servalsheets_backup.workflows.restore.job import ChunkCursor, RedisProgress, RestoreJob, SourceSet
+
+if TYPE_CHECKING:
+    # pydantic loads when a step runs, not when Lambda imports the handler (cold start).
+    from servalsheets_backup.workflows.restore.job import ChunkCursor, RedisProgress, RestoreJob, SourceSet
 
 
 # -- config helpers --------------------------------------------------------------------------
@@ -161,6 +164,8 @@ def restore_tokens(services: Services, job: RestoreJob) -> RestoreJob:
 @renews_lock
 def restore_redis(services: Services, job: RestoreJob, deadline: float | None) -> RestoreJob:
     """RESTORE the dump chunks into the target, continuing across invocations until done."""
+    from servalsheets_backup.workflows.restore.job import RedisProgress
+
     if job.redis is None:
         job.redis = RedisProgress()
     if job.redis_mode != "logical":
@@ -178,6 +183,7 @@ def restore_redis(services: Services, job: RestoreJob, deadline: float | None) -
 
 def _restore_new_cache(services: Services, job: RestoreJob, state: RedisProgress) -> None:
     from servalsheets_backup.components import redis_snapshot_restore as component_redis_restore
+    from servalsheets_backup.workflows.restore.job import RedisProgress
 
     manifest = job_manifest(services, job)
     progress = state.model_dump(exclude_none=True)

@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from servalsheets_backup.components import redis_logical
 from servalsheets_backup.errors import (
@@ -15,7 +15,10 @@ from servalsheets_backup.errors import (
 from servalsheets_backup.format.manifest import Manifest, ObjectEntry
 from servalsheets_backup.services import Services
 from servalsheets_backup.store.sets import SetRef
-from servalsheets_backup.workflows.restore.job import RestoreJob, SourceSet
+
+if TYPE_CHECKING:
+    # pydantic loads when a step runs, not when Lambda imports the handler (cold start).
+    from servalsheets_backup.workflows.restore.job import RestoreJob, SourceSet
 
 FAULT_INJECTION_ENV = "ALLOW_FAULT_INJECTION"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from servalsheets_backup.components import config as component_config
 from servalsheets_backup.services import Services
@@ -16,7 +16,10 @@ from servalsheets_backup.workflows.restore.common import (
     read_job_object,
     target_services,
 )
-from servalsheets_backup.workflows.restore.job import RestoreJob
+
+if TYPE_CHECKING:
+    # pydantic loads when a step runs, not when Lambda imports the handler (cold start).
+    from servalsheets_backup.workflows.restore.job import RestoreJob
 
 
 # -- 8. finish -------------------------------------------------------------------------------

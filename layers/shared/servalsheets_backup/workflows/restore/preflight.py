@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from servalsheets_backup.components import config as component_config
 from servalsheets_backup.components import redis_logical
@@ -24,7 +24,10 @@ from servalsheets_backup.workflows.restore.common import (
     set_ref,
     target_services,
 )
-from servalsheets_backup.workflows.restore.job import RestoreJob
+
+if TYPE_CHECKING:
+    # pydantic loads when a step runs, not when Lambda imports the handler (cold start).
+    from servalsheets_backup.workflows.restore.job import RestoreJob
 
 
 # -- 2. preflight ----------------------------------------------------------------------------

@@ -14,16 +14,17 @@ from servalsheets_backup.errors import (
 from servalsheets_backup.format.manifest import new_backup_id
 from servalsheets_backup.services import Services
 from servalsheets_backup.store.sets import SetRef
-
-if TYPE_CHECKING:
-    from servalsheets_backup.workflows.requests import RestoreRequest
 from servalsheets_backup.workflows.restore.common import (
     FAULT_INJECTION_ENV,
     LITERAL_REDIS_URL_ENV,
     is_logical_dump,
     manifest_holds,
 )
-from servalsheets_backup.workflows.restore.job import RestoreJob, parse_job
+
+if TYPE_CHECKING:
+    # pydantic loads when a step runs, not when Lambda imports the handler (cold start).
+    from servalsheets_backup.workflows.requests import RestoreRequest
+    from servalsheets_backup.workflows.restore.job import RestoreJob
 
 logger = logging.getLogger(__name__)
 
@@ -139,10 +140,19 @@ def resolve_source(services: Services, request: RestoreRequest) -> SetRef:
 
 def job_from(event: Any) -> RestoreJob:
     """The ``job`` carried in a restore step's event, validated as a ``RestoreJob``, or InvalidInputError."""
+    from servalsheets_backup.workflows.restore.job import parse_job
+
     job = event.get("job") if isinstance(event, dict) else None
     if not isinstance(job, dict) or "restore_id" not in job:
         raise InvalidInputError("this restore step needs the 'job' returned by prepare_restore")
     return parse_job(job)
+
+
+def dump_job(job: RestoreJob) -> dict[str, Any]:
+    """What a restore step returns to the state machine: ``job`` serialised (``job.dump_job``)."""
+    from servalsheets_backup.workflows.restore.job import dump_job as serialise
+
+    return serialise(job)
 
 
 def describe_failure(event: dict[str, Any]) -> str:

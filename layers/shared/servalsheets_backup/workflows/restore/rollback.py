@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from servalsheets_backup.components import config as component_config
 from servalsheets_backup.components import tokens as component_tokens
 from servalsheets_backup.errors import RestoreVerificationError
@@ -13,12 +15,21 @@ from servalsheets_backup.workflows.restore.common import (
     read_job_object,
     target_services,
 )
-from servalsheets_backup.workflows.restore.job import RestoreJob, RollbackProgress, SafetyProgress, SourceSet
+
+if TYPE_CHECKING:
+    # pydantic loads when a step runs, not when Lambda imports the handler (cold start).
+    from servalsheets_backup.workflows.restore.job import (
+        RestoreJob,
+        SafetyProgress,
+        SourceSet,
+    )
 
 
 # -- 7. rollback -----------------------------------------------------------------------------
 def rollback(services: Services, job: RestoreJob, deadline: float | None) -> RestoreJob:
     """Put the target back exactly as the safety backup found it (continues for large Redis)."""
+    from servalsheets_backup.workflows.restore.job import RollbackProgress
+
     safety = job.safety
     if safety is None or not safety.done:
         job.rollback = RollbackProgress(done=True, needed=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from servalsheets_backup.errors import (
     ApplicationNotReadyError,
@@ -17,12 +17,15 @@ from servalsheets_backup.workflows.restore.apply import (
 )
 from servalsheets_backup.workflows.restore.common import APP_READY_ATTEMPTS, APP_READY_INTERVAL_SECONDS
 from servalsheets_backup.workflows.restore.finish import finish
-from servalsheets_backup.workflows.restore.job import RestoreJob
 from servalsheets_backup.workflows.restore.preflight import preflight
 from servalsheets_backup.workflows.restore.prepare import prepare
 from servalsheets_backup.workflows.restore.rollback import rollback
 from servalsheets_backup.workflows.restore.safety import safety_backup
 from servalsheets_backup.workflows.restore.verify import verify
+
+if TYPE_CHECKING:
+    # pydantic loads when a step runs, not when Lambda imports the handler (cold start).
+    from servalsheets_backup.workflows.restore.job import RestoreJob
 
 
 def run_restore(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from servalsheets_backup.components import config as component_config
 from servalsheets_backup.components import redis_logical
 from servalsheets_backup.components import tokens as component_tokens
@@ -18,13 +20,18 @@ from servalsheets_backup.workflows.restore.common import (
     renews_lock,
     target_services,
 )
-from servalsheets_backup.workflows.restore.job import RestoreJob, SafetyProgress, SourceSet
+
+if TYPE_CHECKING:
+    # pydantic loads when a step runs, not when Lambda imports the handler (cold start).
+    from servalsheets_backup.workflows.restore.job import RestoreJob, SafetyProgress
 
 
 # -- 4. safety backup ------------------------------------------------------------------------
 @renews_lock
 def safety_backup(services: Services, job: RestoreJob, deadline: float | None) -> RestoreJob:
     """Capture the target's current state into a ``pre-restore`` set (in steps for large Redis)."""
+    from servalsheets_backup.workflows.restore.job import SafetyProgress
+
     target = target_services(services, job)
     if job.safety is None:
         job.safety = SafetyProgress()
@@ -128,5 +135,7 @@ def _commit_safety(
     ref = services.store.commit(manifest)
     services.store.mark_expirable(SAFETY_KIND)  # older safety sets now age out by lifecycle
     safety.done, safety.empty, safety.pending = True, False, None
+    from servalsheets_backup.workflows.restore.job import SourceSet
+
     safety.backup_id = pending.backup_id
     safety.set = SourceSet(kind=SAFETY_KIND, backup_id=pending.backup_id, manifest_key=ref.manifest_key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from servalsheets_backup.adapters.app_health import Check, check_application
 from servalsheets_backup.components import config as component_config
@@ -27,8 +27,11 @@ from servalsheets_backup.workflows.restore.common import (
     set_ref,
     target_services,
 )
-from servalsheets_backup.workflows.restore.job import RestoreJob
 from servalsheets_backup.workflows.restore.preflight import redis_plans
+
+if TYPE_CHECKING:
+    # pydantic loads when a step runs, not when Lambda imports the handler (cold start).
+    from servalsheets_backup.workflows.restore.job import RestoreJob
 
 
 # -- 6. verify the restored deployment -------------------------------------------------------
