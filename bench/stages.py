@@ -19,11 +19,13 @@ import time
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from servalsheets_backup.format.envelope import COMPRESSION_NONE, EnvelopeWriter, decrypt_stream
+from servalsheets_backup.format.envelope_v2 import EnvelopeWriterV2
 from servalsheets_backup.format.keys import LocalKeyring
 
 SEGMENT = 1 << 20
@@ -47,12 +49,14 @@ def split(data: bytes, size: int = SEGMENT) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def envelope(chunks: list[bytes], **options: object) -> Callable[[], None]:
-    """EnvelopeWriter over ``chunks`` into a null sink (key wrapping included, it is tiny)."""
+def envelope(
+    chunks: list[bytes], writer_class: Any = EnvelopeWriter, **options: object
+) -> Callable[[], None]:
+    """An envelope writer (v1 by default) over ``chunks`` into a null sink (key wrapping included)."""
     ring = LocalKeyring(bytes(32))
 
     def run() -> None:
-        writer = EnvelopeWriter(NullSink(), ring.new_data_key(CONTEXT), CONTEXT, **options)  # type: ignore[arg-type]
+        writer = writer_class(NullSink(), ring.new_data_key(CONTEXT), CONTEXT, **options)
         for chunk in chunks:
             writer.write(chunk)
         writer.close()
@@ -60,11 +64,11 @@ def envelope(chunks: list[bytes], **options: object) -> Callable[[], None]:
     return run
 
 
-def sealed(chunks: list[bytes]) -> bytes:
+def sealed(chunks: list[bytes], writer_class: Any = EnvelopeWriter) -> bytes:
     """One envelope of ``chunks`` kept in memory, for the decrypt measurement."""
     ring = LocalKeyring(bytes(32))
     out = BytesIO()
-    writer = EnvelopeWriter(out, ring.new_data_key(CONTEXT), CONTEXT)
+    writer = writer_class(out, ring.new_data_key(CONTEXT), CONTEXT)
     for chunk in chunks:
         writer.write(chunk)
     writer.close()
@@ -146,6 +150,11 @@ def measure(plain: bytes, repeat: int) -> dict[str, float]:
         "envelope_random": envelope(noise),
         "envelope_random_no_compression": envelope(noise, compression=COMPRESSION_NONE),
         "decrypt_compressible": decrypt(sealed(text)),
+        "envelope_v2_compressible": envelope(text, EnvelopeWriterV2),
+        "envelope_v2_random": envelope(noise, EnvelopeWriterV2),
+        "envelope_v2_random_no_compression": envelope(noise, EnvelopeWriterV2, compression=COMPRESSION_NONE),
+        "decrypt_v2_compressible": decrypt(sealed(text, EnvelopeWriterV2)),
+        "decrypt_v2_random": decrypt(sealed(noise, EnvelopeWriterV2)),
         "aes_gcm_1mib_random": raw_aes(noise),
         "aes_gcm_1mib_compressible": raw_aes(text),
         "zstd1_compressible": zstd_only(text),

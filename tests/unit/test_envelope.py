@@ -113,7 +113,7 @@ def test_wrong_key_and_wrong_format_version() -> None:
     with pytest.raises(IntegrityError, match="authentication"):
         open_bytes(sealed, key=bytes(32))
     with pytest.raises(IntegrityError, match="format version"):
-        open_bytes(MAGIC[:6] + b"\x00\x02" + sealed[8:])
+        open_bytes(MAGIC[:6] + b"\x00\x03" + sealed[8:])
     with pytest.raises(IntegrityError, match="header magic"):
         open_bytes(b"REDIS0011" + sealed)
 

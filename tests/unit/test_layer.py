@@ -59,6 +59,7 @@ servalsheets_backup/format/__init__.py
 servalsheets_backup/format/dump_payload.py
 servalsheets_backup/format/encoding.py
 servalsheets_backup/format/envelope.py
+servalsheets_backup/format/envelope_v2.py
 servalsheets_backup/format/keys.py
 servalsheets_backup/format/manifest.py
 servalsheets_backup/format/rdb.py

@@ -1,4 +1,5 @@
-"""The encrypted backup object format, version 1 (specified in docs/format.md).
+"""The encrypted backup object format, version 1 (specified in docs/format.md), and the reader
+that dispatches on the magic to version 1 or to version 2 (``envelope_v2.py``).
 
 Layout: ``MAGIC`` (8 bytes) | header length (u32 big-endian) | header (canonical JSON) | segments.
 
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from servalsheets_backup.errors import IntegrityError
+from servalsheets_backup.format import envelope_v2
 from servalsheets_backup.format.encoding import b64decode, b64encode, canonical_json
 from servalsheets_backup.format.keys import DataKey, Keyring
 
@@ -199,6 +201,7 @@ class EnvelopeHeader:
     """The parsed, not yet authenticated, header of an object."""
 
     raw: dict[str, Any]
+    version: int
     aad: bytes
     segment_size: int
     nonce_prefix: bytes
@@ -223,7 +226,7 @@ def read_header(stream: BinaryIO, subject: str) -> EnvelopeHeader:
     magic = _read_exact(stream, len(MAGIC))
     if magic[:6] != MAGIC[:6]:
         raise IntegrityError(subject, "header magic", "not a servalsheets-backup object")
-    if magic != MAGIC:
+    if magic not in (MAGIC, envelope_v2.MAGIC_V2):
         raise IntegrityError(subject, "format version", f"unsupported format version {magic[6:].hex()}")
     length_bytes = _read_exact(stream, 4)
     if len(length_bytes) != 4:
@@ -238,20 +241,34 @@ def read_header(stream: BinaryIO, subject: str) -> EnvelopeHeader:
         raw = json.loads(header_bytes)
         if canonical_json(raw) != header_bytes:
             raise ValueError("header is not in canonical form")
-        header = _parse_header_fields(raw, MAGIC + length_bytes + header_bytes)
+        header = _parse_header_fields(raw, magic + length_bytes + header_bytes)
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(subject, "header syntax", str(exc)[:200]) from exc
     return header
 
 
+# Per format version (the magic's last byte): algorithm, compressions, segment size range.
+_VERSION_RULES: dict[int, tuple[str, tuple[str, ...], int, int]] = {
+    FORMAT_VERSION: (ALGORITHM, (COMPRESSION_ZSTD, COMPRESSION_NONE), MIN_SEGMENT_SIZE, MAX_SEGMENT_SIZE),
+    envelope_v2.FORMAT_VERSION_V2: (
+        envelope_v2.ALGORITHM_V2,
+        (envelope_v2.COMPRESSION_ZSTD_SEGMENTS, envelope_v2.COMPRESSION_NONE),
+        envelope_v2.MIN_SEGMENT_SIZE_V2,
+        envelope_v2.MAX_SEGMENT_SIZE_V2,
+    ),
+}
+
+
 def _parse_header_fields(raw: dict[str, Any], preamble: bytes) -> EnvelopeHeader:
-    if raw.get("format_version") != FORMAT_VERSION or raw.get("alg") != ALGORITHM:
+    version = preamble[7]
+    algorithm, compressions, smallest, largest = _VERSION_RULES[version]
+    if raw.get("format_version") != version or raw.get("alg") != algorithm:
         raise ValueError("unsupported format version or algorithm")
     compression = raw["compression"]
-    if compression not in (COMPRESSION_ZSTD, COMPRESSION_NONE):
+    if compression not in compressions:
         raise ValueError(f"unknown compression {compression!r}")
     segment_size = raw["segment_size"]
-    if not isinstance(segment_size, int) or not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
+    if not isinstance(segment_size, int) or not smallest <= segment_size <= largest:
         raise ValueError("segment_size out of range")
     prefix = b64decode(raw["nonce_prefix"])
     salt = b64decode(raw["salt"])
@@ -263,6 +280,7 @@ def _parse_header_fields(raw: dict[str, Any], preamble: bytes) -> EnvelopeHeader
         raise ValueError("context or wrapped_keys malformed")
     return EnvelopeHeader(
         raw=raw,
+        version=version,
         aad=hashlib.sha256(preamble).digest(),
         segment_size=segment_size,
         nonce_prefix=prefix,
@@ -293,9 +311,24 @@ def keyring_resolver(keyring: Keyring, expected_context: Mapping[str, str], subj
     return resolve
 
 
-def decrypt_stream(stream: BinaryIO, resolve_key: KeyResolver, subject: str) -> Iterator[bytes]:
-    """Yield the plaintext of an object, authenticating every segment before yielding it."""
+def decrypt_stream(
+    stream: BinaryIO,
+    resolve_key: KeyResolver,
+    subject: str,
+    frames: Callable[[envelope_v2.FrameReader], None] | None = None,
+) -> Iterator[bytes]:
+    """Yield the plaintext of a v1 or v2 object, authenticating every segment before yielding it.
+
+    For a v2 object, ``frames`` is called with the frame reader before the first segment, so the
+    caller can compare its ``tags_sha256`` and ``segments`` with the manifest at the end.
+    """
     header = read_header(stream, subject)
+    if header.version == envelope_v2.FORMAT_VERSION_V2:
+        reader = envelope_v2.FrameReader(header, resolve_key(header), subject)
+        if frames is not None:
+            frames(reader)
+        yield from reader.plaintext(stream)
+        return
     aead = AESGCM(segment_key(resolve_key(header), header.salt))
     decompressor = (
         zstandard.ZstdDecompressor().decompressobj() if header.compression == COMPRESSION_ZSTD else None
