@@ -21,7 +21,8 @@ from typing import Any
 from servalsheets_backup.adapters.redis_client import connect
 from servalsheets_backup.components.redis_logical.dump import dump_keys
 from servalsheets_backup.components.redis_logical.restore import restore_records
-from servalsheets_backup.format.envelope import EnvelopeWriter, decrypt_stream, keyring_resolver
+from servalsheets_backup.format.envelope import decrypt_stream, keyring_resolver
+from servalsheets_backup.format.envelope_v2 import EnvelopeWriterV2
 from servalsheets_backup.format.keys import LocalKeyring, encryption_context
 
 ENVIRONMENT = "bench"
@@ -56,23 +57,23 @@ def profiled(path: str | None) -> Iterator[None]:
 
 
 def backup_file(args: argparse.Namespace) -> dict[str, Any]:
-    """dump_keys -> EnvelopeWriter (zstd + AES-256-GCM) -> a local file."""
+    """dump_keys -> EnvelopeWriterV2 (format v2) -> a local file."""
     client = connect(args.url)
     counts: dict[str, int] = {}
 
-    def feed(writer: EnvelopeWriter) -> None:
+    def feed(writer: EnvelopeWriterV2) -> None:
         counts["keys"] = dump_keys(client, writer, backup_time_ms=args.backup_time_ms).keys_written
 
     digest = _envelope_file(args, feed)
     return {"keys": counts["keys"], "bytes_in": digest.plaintext_size, "bytes_out": digest.stored_size}
 
 
-def _envelope_file(args: argparse.Namespace, feed: Callable[[EnvelopeWriter], None]) -> Any:
-    """An EnvelopeWriter (zstd + AES-256-GCM, a local data key) into ``args.path``, fed by ``feed``."""
+def _envelope_file(args: argparse.Namespace, feed: Callable[[EnvelopeWriterV2], None]) -> Any:
+    """A format v2 envelope writer (a local data key) into ``args.path``, fed by ``feed``."""
     context = object_context(args.backup_id)
     data_key = keyring().new_data_key(context)
     with Path(args.path).open("wb") as sink:
-        writer = EnvelopeWriter(sink, data_key, context)
+        writer = EnvelopeWriterV2(sink, data_key, context)
         feed(writer)
         return writer.close()
 
@@ -87,10 +88,10 @@ def backup_s3(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def rdb_stream_file(args: argparse.Namespace) -> dict[str, Any]:
-    """RedisMode=rdb-stream into a local file: RdbStream (SYNC) -> EnvelopeWriter -> file."""
+    """RedisMode=rdb-stream into a local file: RdbStream (SYNC) -> EnvelopeWriterV2 -> file."""
     from servalsheets_backup.adapters.redis_replication import RdbStream
 
-    def feed(writer: EnvelopeWriter) -> None:
+    def feed(writer: EnvelopeWriterV2) -> None:
         for chunk in RdbStream(args.url):
             writer.write(chunk)
 

@@ -105,7 +105,7 @@ def test_golden_set_restores_redis(
         found = keyspace(client)
     finally:
         client.close()
-    assert restored == len(found)
+    assert restored >= len(found)  # more only by keys that expired since (checked below)
     assert set(found) <= set(wanted), sorted(set(found) - set(wanted))[:5]
     for key, facts in wanted.items():
         if key not in found:

@@ -124,3 +124,24 @@ def test_manifest_is_write_once(store: BackupStore) -> None:
         store.commit(manifest)
     assert [ref.backup_id for ref in store.list_sets("config")] == [backup_id]
     assert store.verify_set(store.find(backup_id)).ok
+
+
+def test_an_object_of_another_format_version_than_its_entry_is_refused(store: BackupStore) -> None:
+    import io
+
+    from servalsheets_backup.format.envelope import EnvelopeWriter
+    from servalsheets_backup.format.keys import encryption_context
+
+    backup_id, manifest = _write_set(store)
+    ref = store.resolve("latest", "config")
+    entry = manifest.objects[0]
+    assert entry.format_version == 2 and entry.tags_sha256 and entry.plaintext_sha256 is None
+    context = encryption_context(backup_id, "config", entry.name, "test")
+    v1 = io.BytesIO()
+    writer = EnvelopeWriter(v1, store.keyring.new_data_key(context), context)
+    writer.write(b"x" * 5000)
+    writer.close()
+    store.s3.put_object(Bucket=BUCKET, Key=ref.prefix + entry.name, Body=v1.getvalue())
+    report = store.verify_set(ref)
+    failure = report.first_failure()
+    assert failure is not None and (failure.name, failure.check) == (entry.name, "format version")

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from servalsheets_backup.cli.main import main
 from servalsheets_backup.errors import BackupNotFoundError, IntegrityError
-from servalsheets_backup.format.envelope import DEFAULT_SEGMENT_SIZE, TAG_BYTES
+from servalsheets_backup.format.envelope_v2 import DEFAULT_SEGMENT_SIZE_V2, FRAME_HEADER, TAG_BYTES
 from servalsheets_backup.store.sets import set_prefix
 from servalsheets_backup.workflows.backup import run_backup
 from servalsheets_backup.workflows.restore import run_restore
@@ -35,7 +35,8 @@ from servalsheets_backup_local.testing.redis_server import RedisServer, start_re
 from .helpers import MiniStack, redis_differences, redis_state, seed_random_values
 
 pytestmark = pytest.mark.reliability
-SEALED = DEFAULT_SEGMENT_SIZE + TAG_BYTES
+# The dump holds random values, so every segment is stored uncompressed: frames of one size.
+SEALED = FRAME_HEADER.size + DEFAULT_SEGMENT_SIZE_V2 + TAG_BYTES
 DUMP = "redis/dump-0001"
 
 
@@ -172,20 +173,22 @@ OBJECT_CASES: dict[str, tuple[ObjectCase, str]] = {
     "segment-0": (lambda d, s, n: flip(d, s + 1000), "segment 0 authentication"),
     "segment-1": (lambda d, s, n: flip(d, s + SEALED + 7, 0x80), "segment 1 authentication"),
     "segment-2": (lambda d, s, n: flip(d, s + 2 * SEALED + SEALED // 2), "segment 2 authentication"),
-    "last-segment": (lambda d, s, n: flip(d, s + (n - 1) * SEALED + 3), "segment 3 authentication"),
+    "last-segment": (lambda d, s, n: flip(d, s + (n - 1) * SEALED + 30), "segment 3 authentication"),
+    "frame-flags": (lambda d, s, n: flip(d, s + SEALED, 0x01), "segment 1 authentication"),
+    "frame-length": (lambda d, s, n: flip(d, s + 3, 0x80), "segment 0 framing"),
     "last-tag": (lambda d, s, n: flip(d, len(d) - 1), "segment 3 authentication"),
     "segments-reordered": (
         lambda d, s, n: d[:s] + d[s + SEALED : s + 2 * SEALED] + d[s : s + SEALED] + d[s + 2 * SEALED :],
         "segment 0 authentication",
     ),
-    "trailing-byte": (lambda d, s, n: d + b"\x00", "segment 3 authentication"),
-    "trailing-segment": (lambda d, s, n: d + d[s : s + SEALED], "segment 3 authentication"),
+    "trailing-byte": (lambda d, s, n: d + b"\x00", "trailing data"),
+    "trailing-segment": (lambda d, s, n: d + d[s : s + SEALED], "trailing data"),
     "cut-inside-header": (lambda d, s, n: d[:40], "header length"),
     "cut-at-segment-0": (lambda d, s, n: d[:s], "truncation"),
     "cut-at-segment-1": (lambda d, s, n: d[: s + SEALED], "truncation"),
     "cut-at-segment-2": (lambda d, s, n: d[: s + 2 * SEALED], "truncation"),
     "cut-at-segment-3": (lambda d, s, n: d[: s + 3 * SEALED], "truncation"),
-    "cut-inside-last-segment": (lambda d, s, n: d[:-100], "segment 3 authentication"),
+    "cut-inside-last-segment": (lambda d, s, n: d[:-100], "truncation"),
 }
 
 
@@ -274,8 +277,8 @@ def _set_first(field_name: str, value: Any) -> Callable[[dict[str, Any]], None]:
 MANIFEST_CASES: dict[str, Callable[[bytes], bytes]] = {
     "stored-size": _edit_manifest(_set_first("stored_size", 1)),
     "plaintext-size": _edit_manifest(lambda b: b["objects"][0].__setitem__("plaintext_size", 10)),
-    "stored-hash": _edit_manifest(_set_first("stored_sha256", "0" * 64)),
-    "plaintext-hash": _edit_manifest(_set_first("plaintext_sha256", "f" * 64)),
+    "segment-count": _edit_manifest(_set_first("segments", 3)),
+    "tags-hash": _edit_manifest(_set_first("tags_sha256", "f" * 64)),
     "key-count": _edit_manifest(lambda b: b["objects"][0]["items"].__setitem__("keys", 1)),
     "component-count": _edit_manifest(lambda b: b["components"]["redis"].__setitem__("keys", 7)),
     "kind": _edit_manifest(lambda b: b.__setitem__("kind", "full")),

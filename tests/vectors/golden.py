@@ -20,9 +20,14 @@ VECTORS = Path(__file__).resolve().parent
 ESCROW_KEY_FILE = "escrow-x25519.pem"  # test-only key: the sets' data keys are also wrapped for it
 
 
-def value_digest(client: redis.Redis, key: bytes) -> str:
-    """SHA-256 over a key's type and value, independent of the server's DUMP encoding."""
+def value_digest(client: redis.Redis, key: bytes) -> str | None:
+    """SHA-256 over a key's type and value, independent of the server's DUMP encoding.
+
+    None when the key expired since it was listed.
+    """
     kind = client.type(key).decode()
+    if kind == "none":
+        return None
     if kind == "string":
         value: Any = client.get(key)
     elif kind == "hash":
@@ -42,10 +47,12 @@ def value_digest(client: redis.Redis, key: bytes) -> str:
 
 def keyspace(client: redis.Redis) -> dict[str, dict[str, Any]]:
     """Every key of db 0 with its value digest and remaining TTL in ms (-1: none)."""
-    return {
-        key.decode(): {"digest": value_digest(client, key), "pttl": int(client.pttl(key))}
-        for key in client.scan_iter(count=1000)
-    }
+    found = {}
+    for key in client.scan_iter(count=1000):
+        digest, pttl = value_digest(client, key), int(client.pttl(key))
+        if digest is not None and pttl != -2:  # -2: expired in between
+            found[key.decode()] = {"digest": digest, "pttl": pttl}
+    return found
 
 
 def golden_dirs() -> list[Path]:

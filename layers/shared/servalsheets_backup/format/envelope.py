@@ -41,10 +41,10 @@ DEFAULT_SEGMENT_SIZE = 1 << 20
 MIN_SEGMENT_SIZE = 1 << 20
 MAX_SEGMENT_SIZE = 4 << 20
 MAX_HEADER_BYTES = 64 * 1024
-NONCE_PREFIX_BYTES = 7
-SALT_BYTES = 32
-TAG_BYTES = 16
-MAX_SEGMENTS = 2**32 - 1
+NONCE_PREFIX_BYTES = envelope_v2.NONCE_PREFIX_BYTES
+SALT_BYTES = envelope_v2.SALT_BYTES
+TAG_BYTES = envelope_v2.TAG_BYTES
+MAX_SEGMENTS = envelope_v2.MAX_SEGMENTS
 SEGMENT_KEY_INFO = b"servalsheets-backup/v1/segment-key"
 DEFAULT_ZSTD_LEVEL = 1  # measured fastest with ratio within 6% of level 3 on ServalSheets data
 
@@ -81,9 +81,7 @@ def segment_key(data_key: bytes, salt: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=SEGMENT_KEY_INFO).derive(data_key)
 
 
-def segment_nonce(prefix: bytes, counter: int, last: bool) -> bytes:
-    """STREAM nonce: prefix || big-endian u32 counter || last flag."""
-    return prefix + struct.pack(">IB", counter, 1 if last else 0)
+segment_nonce = envelope_v2.frame_nonce  # the same STREAM nonce in both versions
 
 
 class _HashingSink:
@@ -211,14 +209,7 @@ class EnvelopeHeader:
     wrapped_keys: list[dict[str, Any]]
 
 
-def _read_exact(stream: BinaryIO, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = stream.read(size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return bytes(data)
+_read_exact = envelope_v2.read_exact
 
 
 def read_header(stream: BinaryIO, subject: str) -> EnvelopeHeader:

@@ -218,7 +218,7 @@ class FrameReader:
 
     def _next_frame(self, stream: BinaryIO) -> tuple[int, bytes]:
         counter = self.segments
-        raw = _read_exact(stream, FRAME_HEADER.size)
+        raw = read_exact(stream, FRAME_HEADER.size)
         if not raw:
             raise IntegrityError(
                 self._subject,
@@ -233,7 +233,7 @@ class FrameReader:
         allowed = FLAG_FINAL | (FLAG_ZSTD if self._header.compression == COMPRESSION_ZSTD_SEGMENTS else 0)
         if flags & ~allowed or not TAG_BYTES <= length <= self._header.segment_size + TAG_BYTES:
             raise IntegrityError(self._subject, f"segment {counter} framing", "invalid flags or length")
-        sealed = _read_exact(stream, length)
+        sealed = read_exact(stream, length)
         if len(sealed) != length:
             raise IntegrityError(self._subject, "truncation", f"segment {counter} is cut short")
         self._frame_header = raw
@@ -265,7 +265,8 @@ class FrameReader:
             )
 
 
-def _read_exact(stream: BinaryIO, size: int) -> bytes:
+def read_exact(stream: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes: fewer only at the end of the stream."""
     data = bytearray()
     while len(data) < size:
         chunk = stream.read(size - len(data))

@@ -23,12 +23,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from servalsheets_backup import TOOL_NAME, __version__
 from servalsheets_backup.errors import IntegrityError, InvalidInputError
 from servalsheets_backup.format.encoding import b64decode, b64encode, canonical_json
-from servalsheets_backup.format.envelope import FORMAT_VERSION
+from servalsheets_backup.format.envelope_v2 import FORMAT_VERSION_V2
 from servalsheets_backup.format.keys import Keyring, encryption_context
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "servalsheets-backup-manifest"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # v2: object entries may carry format v2 digests (segments, tags_sha256)
+READABLE_MANIFEST_VERSIONS = (1, 2)
 MAC_INFO = b"servalsheets-backup/v1/manifest-mac"
 KINDS = ("config", "tokens", "redis", "full", "pre-deploy", "pre-restore")
 COMPONENT_KINDS = ("config", "tokens", "redis")
@@ -68,40 +69,60 @@ def backup_time(backup_id: str) -> datetime:
 
 @dataclass
 class ObjectEntry:
-    """One encrypted object of a set, as recorded in the manifest."""
+    """One encrypted object of a set, as recorded in the manifest.
+
+    A format v1 object is recorded with SHA-256 digests of its plaintext and stored bytes; a v2
+    object with its segment count and the digest over its GCM tags (docs/format.md, section 6).
+    """
 
     name: str
     component: str
     plaintext_size: int
-    plaintext_sha256: str
     stored_size: int
-    stored_sha256: str
+    plaintext_sha256: str | None = None
+    stored_sha256: str | None = None
+    segments: int | None = None
+    tags_sha256: str | None = None
     items: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def format_version(self) -> int:
+        """The object format version the entry's digests belong to."""
+        return 2 if self.tags_sha256 is not None else 1
+
     def as_dict(self) -> dict[str, Any]:
-        """Manifest form."""
+        """Manifest form (only the digests of the entry's format version)."""
+        digests = {name: getattr(self, name) for name in _DIGEST_FIELDS if getattr(self, name) is not None}
         return {
             "name": self.name,
             "component": self.component,
             "plaintext_size": self.plaintext_size,
-            "plaintext_sha256": self.plaintext_sha256,
             "stored_size": self.stored_size,
-            "stored_sha256": self.stored_sha256,
+            **digests,
             "items": self.items,
         }
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ObjectEntry:
-        """Parse the manifest form."""
+        """Parse the manifest form (v1 or v2 digests, exactly one of the two)."""
+        v1 = raw.get("stored_sha256") is not None and raw.get("plaintext_sha256") is not None
+        v2 = raw.get("tags_sha256") is not None and raw.get("segments") is not None
+        if v1 == v2:
+            raise ValueError(f"object {raw.get('name')!r} has neither or both digest kinds")
         return cls(
             name=str(raw["name"]),
             component=str(raw["component"]),
             plaintext_size=int(raw["plaintext_size"]),
-            plaintext_sha256=str(raw["plaintext_sha256"]),
             stored_size=int(raw["stored_size"]),
-            stored_sha256=str(raw["stored_sha256"]),
+            plaintext_sha256=str(raw["plaintext_sha256"]) if v1 else None,
+            stored_sha256=str(raw["stored_sha256"]) if v1 else None,
+            segments=int(raw["segments"]) if v2 else None,
+            tags_sha256=str(raw["tags_sha256"]) if v2 else None,
             items=dict(raw.get("items") or {}),
         )
+
+
+_DIGEST_FIELDS = ("plaintext_sha256", "stored_sha256", "segments", "tags_sha256")
 
 
 @dataclass
@@ -124,7 +145,7 @@ class Manifest:
         return {
             "format": MANIFEST_FORMAT,
             "manifest_version": MANIFEST_VERSION,
-            "object_format_version": FORMAT_VERSION,
+            "object_format_version": FORMAT_VERSION_V2,
             "tool": {"name": TOOL_NAME, "version": __version__},
             "backup_id": self.backup_id,
             "kind": self.kind,
@@ -192,7 +213,10 @@ def open_manifest(data: bytes, keyring: Keyring, *, backup_id: str, kind: str, e
 
 
 def _parse_body(body: Mapping[str, Any], backup_id: str, kind: str) -> Manifest:
-    if body.get("format") != MANIFEST_FORMAT or body.get("manifest_version") != MANIFEST_VERSION:
+    if (
+        body.get("format") != MANIFEST_FORMAT
+        or body.get("manifest_version") not in READABLE_MANIFEST_VERSIONS
+    ):
         raise IntegrityError(SUBJECT, "manifest version", "unsupported manifest format or version")
     if body.get("backup_id") != backup_id or body.get("kind") != kind:
         raise IntegrityError(SUBJECT, "manifest location", "manifest names another backup id or kind")

@@ -21,7 +21,14 @@ from servalsheets_backup.errors import (
     IntegrityError,
     InvalidInputError,
 )
-from servalsheets_backup.format.envelope import EnvelopeWriter, decrypt_stream, keyring_resolver, read_header
+from servalsheets_backup.format.envelope import (
+    EnvelopeHeader,
+    KeyResolver,
+    decrypt_stream,
+    keyring_resolver,
+    read_header,
+)
+from servalsheets_backup.format.envelope_v2 import EnvelopeWriterV2, FrameReader
 from servalsheets_backup.format.keys import Keyring, encryption_context, fingerprint_key
 from servalsheets_backup.format.manifest import (
     KINDS,
@@ -119,7 +126,7 @@ class ObjectUpload:
     def __init__(
         self,
         sink: MultipartSink,
-        writer: EnvelopeWriter,
+        writer: EnvelopeWriterV2,
         name: str,
         component: str,
         fingerprint: bytes,
@@ -174,7 +181,7 @@ class BackupStore:
             tags=NOT_EXPIRABLE,
         )
         data_key = self.keyring.new_data_key(context)
-        writer = EnvelopeWriter(sink, data_key, context)
+        writer = EnvelopeWriterV2(sink, data_key, context)
         return ObjectUpload(sink, writer, name, component, fingerprint_key(data_key.plaintext))
 
     def write_object(
@@ -305,20 +312,24 @@ class BackupStore:
         version_id: str | None = None,
         keyring: Keyring | None = None,
     ) -> Iterator[bytes]:
-        """Yield the plaintext of ``entry``, checking stored and plaintext hashes at the end.
+        """Yield the plaintext of ``entry``, checking it against the manifest entry at the end.
 
-        Every chunk comes from an authenticated segment, but the whole-object hashes are only
-        known at the end: callers that must not act on unverified data verify the set first.
+        Every chunk comes from an authenticated segment, but whether the object is the one the
+        manifest names (sizes, and the tags digest or whole-object hashes) is only known at the
+        end: callers that must not act on unverified data verify the set first.
         """
         context = encryption_context(ref.backup_id, ref.kind, entry.name, self.environment)
         reader = S3ObjectReader(self.s3, self.bucket, ref.prefix + entry.name, version_id)
-        stored = _HashingReader(reader)
-        plain_sha = hashlib.sha256()
+        v1 = entry.format_version == 1
+        stored = _HashingReader(reader, hashing=v1)
+        plain_sha = hashlib.sha256() if v1 else None
+        frames: list[FrameReader] = []
         plain_size = 0
         try:
-            resolve = keyring_resolver(keyring or self.keyring, context, entry.name)
-            for chunk in decrypt_stream(stored, resolve, entry.name):  # type: ignore[arg-type]
-                plain_sha.update(chunk)
+            resolve = _version_checked(entry, keyring_resolver(keyring or self.keyring, context, entry.name))
+            for chunk in decrypt_stream(stored, resolve, entry.name, frames.append):  # type: ignore[arg-type]
+                if plain_sha is not None:
+                    plain_sha.update(chunk)
                 plain_size += len(chunk)
                 yield chunk
             if stored.read(1):
@@ -326,9 +337,13 @@ class BackupStore:
         finally:
             reader.close()
         _compare(entry.name, "stored size", stored.size, entry.stored_size)
-        _compare(entry.name, "stored SHA-256", stored.hexdigest(), entry.stored_sha256)
         _compare(entry.name, "plaintext size", plain_size, entry.plaintext_size)
-        _compare(entry.name, "plaintext SHA-256", plain_sha.hexdigest(), entry.plaintext_sha256)
+        if plain_sha is not None:
+            _compare(entry.name, "stored SHA-256", stored.hexdigest(), entry.stored_sha256)
+            _compare(entry.name, "plaintext SHA-256", plain_sha.hexdigest(), entry.plaintext_sha256)
+        else:
+            _compare(entry.name, "segment count", frames[0].segments, entry.segments)
+            _compare(entry.name, "segment tags digest", frames[0].tags_sha256, entry.tags_sha256)
 
     def verify_set(
         self,
@@ -448,17 +463,35 @@ def _compare(subject: str, check: str, actual: object, expected: object) -> None
         raise IntegrityError(subject, check, "does not match the manifest")
 
 
+def _version_checked(entry: ObjectEntry, resolve: KeyResolver) -> KeyResolver:
+    """Refuse an object whose format version is not the one its manifest entry records."""
+
+    def checked(header: EnvelopeHeader) -> bytes:
+        if header.version != entry.format_version:
+            raise IntegrityError(
+                entry.name,
+                "format version",
+                f"the object is format v{header.version}; the manifest records v{entry.format_version}",
+            )
+        return resolve(header)
+
+    return checked
+
+
 class _HashingReader:
-    def __init__(self, reader: S3ObjectReader) -> None:
+    """Counts (and for v1 objects hashes) the stored bytes as the decryptor reads them."""
+
+    def __init__(self, reader: S3ObjectReader, *, hashing: bool) -> None:
         self._reader = reader
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if hashing else None
         self.size = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._reader.read(size)
-        self._sha.update(data)
+        if self._sha is not None:
+            self._sha.update(data)
         self.size += len(data)
         return data
 
     def hexdigest(self) -> str:
-        return self._sha.hexdigest()
+        return self._sha.hexdigest() if self._sha is not None else ""
