@@ -7,7 +7,6 @@ mutable pointer object.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,13 +21,10 @@ from servalsheets_backup.errors import (
     InvalidInputError,
 )
 from servalsheets_backup.format.envelope import (
-    EnvelopeHeader,
-    KeyResolver,
-    decrypt_stream,
     keyring_resolver,
     read_header,
 )
-from servalsheets_backup.format.envelope_v2 import EnvelopeWriterV2, FrameReader
+from servalsheets_backup.format.envelope_v2 import EnvelopeWriterV2
 from servalsheets_backup.format.keys import Keyring, encryption_context, fingerprint_key
 from servalsheets_backup.format.manifest import (
     KINDS,
@@ -40,6 +36,7 @@ from servalsheets_backup.format.manifest import (
     seal_manifest,
     validate_kind,
 )
+from servalsheets_backup.store.object_reader import read_entry
 
 EXPIRABLE_TAG = "servalsheets-backup:expirable"
 
@@ -319,31 +316,11 @@ class BackupStore:
         end: callers that must not act on unverified data verify the set first.
         """
         context = encryption_context(ref.backup_id, ref.kind, entry.name, self.environment)
-        reader = S3ObjectReader(self.s3, self.bucket, ref.prefix + entry.name, version_id)
-        v1 = entry.format_version == 1
-        stored = _HashingReader(reader, hashing=v1)
-        plain_sha = hashlib.sha256() if v1 else None
-        frames: list[FrameReader] = []
-        plain_size = 0
-        try:
-            resolve = _version_checked(entry, keyring_resolver(keyring or self.keyring, context, entry.name))
-            for chunk in decrypt_stream(stored, resolve, entry.name, frames.append):  # type: ignore[arg-type]
-                if plain_sha is not None:
-                    plain_sha.update(chunk)
-                plain_size += len(chunk)
-                yield chunk
-            if stored.read(1):
-                raise IntegrityError(entry.name, "trailing data", "bytes after the final segment")
-        finally:
-            reader.close()
-        _compare(entry.name, "stored size", stored.size, entry.stored_size)
-        _compare(entry.name, "plaintext size", plain_size, entry.plaintext_size)
-        if plain_sha is not None:
-            _compare(entry.name, "stored SHA-256", stored.hexdigest(), entry.stored_sha256)
-            _compare(entry.name, "plaintext SHA-256", plain_sha.hexdigest(), entry.plaintext_sha256)
-        else:
-            _compare(entry.name, "segment count", frames[0].segments, entry.segments)
-            _compare(entry.name, "segment tags digest", frames[0].tags_sha256, entry.tags_sha256)
+        resolve = keyring_resolver(keyring or self.keyring, context, entry.name)
+        # A generator, so the GET is sent when the caller starts reading.
+        yield from read_entry(
+            S3ObjectReader(self.s3, self.bucket, ref.prefix + entry.name, version_id), entry, resolve
+        )
 
     def verify_set(
         self,
@@ -456,42 +433,3 @@ def _ref_from_key(kind: str, key: str) -> SetRef | None:
     except InvalidInputError:
         return None
     return SetRef(kind, parts[4], key)
-
-
-def _compare(subject: str, check: str, actual: object, expected: object) -> None:
-    if actual != expected:
-        raise IntegrityError(subject, check, "does not match the manifest")
-
-
-def _version_checked(entry: ObjectEntry, resolve: KeyResolver) -> KeyResolver:
-    """Refuse an object whose format version is not the one its manifest entry records."""
-
-    def checked(header: EnvelopeHeader) -> bytes:
-        if header.version != entry.format_version:
-            raise IntegrityError(
-                entry.name,
-                "format version",
-                f"the object is format v{header.version}; the manifest records v{entry.format_version}",
-            )
-        return resolve(header)
-
-    return checked
-
-
-class _HashingReader:
-    """Counts (and for v1 objects hashes) the stored bytes as the decryptor reads them."""
-
-    def __init__(self, reader: S3ObjectReader, *, hashing: bool) -> None:
-        self._reader = reader
-        self._sha = hashlib.sha256() if hashing else None
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._reader.read(size)
-        if self._sha is not None:
-            self._sha.update(data)
-        self.size += len(data)
-        return data
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest() if self._sha is not None else ""
