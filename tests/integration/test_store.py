@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from servalsheets_backup.adapters.s3 import checksum_header, crc64nvme
 from servalsheets_backup.errors import BackupNotFoundError, IntegrityError, InvalidInputError
 from servalsheets_backup.format.keys import KmsKeyring
 from servalsheets_backup.format.manifest import Manifest, new_backup_id
@@ -145,3 +147,24 @@ def test_an_object_of_another_format_version_than_its_entry_is_refused(store: Ba
     report = store.verify_set(ref)
     failure = report.first_failure()
     assert failure is not None and (failure.name, failure.check) == (entry.name, "format version")
+
+
+def test_every_object_records_the_full_object_crc64nvme_s3_checks(store: BackupStore) -> None:
+    backup_id, manifest = _write_set(store)
+    prefix = set_prefix("config", backup_id)
+    for entry in manifest.objects:
+        stored = store.s3.get_object(Bucket=BUCKET, Key=prefix + entry.name)["Body"].read()
+        assert entry.stored_crc64nvme == checksum_header(crc64nvme(stored)), entry.name
+    head = store.s3.head_object(Bucket=BUCKET, Key=prefix + "big.bin", ChecksumMode="ENABLED")
+    assert head["ChecksumType"] == "FULL_OBJECT"
+    assert "ChecksumCRC64NVME" in head  # moto without awscrt stores a CRC32 under this name
+
+
+def test_a_stored_crc64nvme_other_than_the_manifest_fails_the_read(store: BackupStore) -> None:
+    backup_id, manifest = _write_set(store)
+    ref = store.resolve("latest", "config")
+    entry = manifest.objects[0]
+    other = replace(entry, stored_crc64nvme=checksum_header(crc64nvme(b"another object")))
+    with pytest.raises(IntegrityError, match="stored CRC64NVME"):
+        b"".join(store.read_object(ref, other))
+    assert b"".join(store.read_object(ref, entry)) == b"x" * 5000

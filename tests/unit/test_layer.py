@@ -74,6 +74,8 @@ servalsheets_backup/settings.py
 servalsheets_backup/store/__init__.py
 servalsheets_backup/store/audit.py
 servalsheets_backup/store/locks.py
+servalsheets_backup/store/object_reader.py
+servalsheets_backup/store/read_ahead.py
 servalsheets_backup/store/sets.py
 servalsheets_backup/workflows/__init__.py
 servalsheets_backup/workflows/backup.py

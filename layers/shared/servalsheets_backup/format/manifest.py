@@ -83,6 +83,7 @@ class ObjectEntry:
     stored_sha256: str | None = None
     segments: int | None = None
     tags_sha256: str | None = None
+    stored_crc64nvme: str | None = None
     items: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -118,11 +119,12 @@ class ObjectEntry:
             stored_sha256=str(raw["stored_sha256"]) if v1 else None,
             segments=int(raw["segments"]) if v2 else None,
             tags_sha256=str(raw["tags_sha256"]) if v2 else None,
+            stored_crc64nvme=str(raw["stored_crc64nvme"]) if raw.get("stored_crc64nvme") else None,
             items=dict(raw.get("items") or {}),
         )
 
 
-_DIGEST_FIELDS = ("plaintext_sha256", "stored_sha256", "segments", "tags_sha256")
+_DIGEST_FIELDS = ("plaintext_sha256", "stored_sha256", "segments", "tags_sha256", "stored_crc64nvme")
 
 
 @dataclass

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import closing
 
-from servalsheets_backup.adapters.s3 import S3ObjectReader
+from servalsheets_backup.adapters.s3 import S3ObjectReader, checksum_header, crc64nvme
 from servalsheets_backup.errors import IntegrityError
 from servalsheets_backup.format.envelope import EnvelopeHeader, KeyResolver, decrypt_stream
 from servalsheets_backup.format.envelope_v2 import FrameReader
@@ -22,7 +22,7 @@ from servalsheets_backup.store.read_ahead import read_ahead
 def read_entry(reader: S3ObjectReader, entry: ObjectEntry, resolve: KeyResolver) -> Iterator[bytes]:
     """Yield the plaintext of the object ``reader`` reads, checked against ``entry`` at the end."""
     v1 = entry.format_version == 1
-    stored = _HashingReader(reader, hashing=v1)
+    stored = _HashingReader(reader, hashing=v1, crc=entry.stored_crc64nvme is not None)
     plain_sha = hashlib.sha256() if v1 else None
     frames: list[FrameReader] = []
     plain_size = 0
@@ -47,6 +47,8 @@ def read_entry(reader: S3ObjectReader, entry: ObjectEntry, resolve: KeyResolver)
     else:
         _compare(entry.name, "segment count", frames[0].segments, entry.segments)
         _compare(entry.name, "segment tags digest", frames[0].tags_sha256, entry.tags_sha256)
+    if entry.stored_crc64nvme is not None:
+        _compare(entry.name, "stored CRC64NVME", stored.checksum(), entry.stored_crc64nvme)
 
 
 def _compare(subject: str, check: str, actual: object, expected: object) -> None:
@@ -70,19 +72,26 @@ def _version_checked(entry: ObjectEntry, resolve: KeyResolver) -> KeyResolver:
 
 
 class _HashingReader:
-    """Counts (and for v1 objects hashes) the stored bytes as the decryptor reads them."""
+    """Counts the stored bytes as the decryptor reads them, hashing them (v1) and CRCing them."""
 
-    def __init__(self, reader: S3ObjectReader, *, hashing: bool) -> None:
+    def __init__(self, reader: S3ObjectReader, *, hashing: bool, crc: bool) -> None:
         self._reader = reader
         self._sha = hashlib.sha256() if hashing else None
+        self._crc: int | None = 0 if crc else None
         self.size = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._reader.read(size)
         if self._sha is not None:
             self._sha.update(data)
+        if self._crc is not None:
+            self._crc = crc64nvme(data, self._crc)
         self.size += len(data)
         return data
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest() if self._sha is not None else ""
+
+    def checksum(self) -> str:
+        """The CRC64NVME of the bytes read, as S3 reports it."""
+        return checksum_header(self._crc or 0)

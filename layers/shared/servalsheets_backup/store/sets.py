@@ -147,6 +147,7 @@ class ObjectUpload:
             name=self.name,
             component=self.component,
             items=dict(items or self.items),
+            stored_crc64nvme=self._sink.checksum,
             **digest.as_dict(),
         )
 
