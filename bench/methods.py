@@ -34,6 +34,18 @@ class MotoTarget:
     bucket: str
     kms_key: str
 
+    def client(self, service: str) -> Any:
+        """A boto3 client of the moto server (the harness's own: uploads and clean-up)."""
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+            region_name="us-east-1",
+        )
+
 
 @dataclass
 class Context:
@@ -131,7 +143,7 @@ def ours_rdb_stream(ctx: Context, source: RedisServer, keys: int, out: Path | No
     backup_id = new_backup_id()
     meter = Meter(source.pid)
     if out is not None:
-        target = ("rdb-stream-file", "--path", str(out))
+        target: tuple[str, ...] = ("rdb-stream-file", "--path", str(out))
         method = "ours_rdb_stream_file"
     elif ctx.moto is not None:
         target = ("rdb-stream-s3", "--bucket", ctx.moto.bucket, "--kms-key", ctx.moto.kms_key)
@@ -149,6 +161,8 @@ def _our_backup_sample(
     sample = _sample("backup", method, keys, done, meter)
     sample.keys, sample.bytes_in, sample.bytes_out = result["keys"], result["bytes_in"], result["bytes_out"]
     sample.extra = {"op_seconds": result["op_seconds"], "backup_id": backup_id}
+    if "digest" in result:
+        sample.extra["digest"] = result["digest"]
     return sample
 
 
@@ -206,6 +220,38 @@ def ours_restore(ctx: Context, encrypted: Path, backup_id: str, keys: int, profi
     finally:
         client.close()
         target.stop()
+    return sample
+
+
+def ours_restore_s3(ctx: Context, encrypted: Path, backup: Sample, keys: int) -> Sample:
+    """Our production read path: the file backup's object in S3 (moto) -> read_object -> restore_records."""
+    from servalsheets_backup.store.sets import set_prefix
+
+    from .worker import KIND, OBJECT_NAME
+
+    if ctx.moto is None:
+        raise BenchError("the S3 restore needs the moto server")
+    backup_id = backup.extra["backup_id"]
+    key = set_prefix(KIND, backup_id) + OBJECT_NAME
+    s3 = ctx.moto.client("s3")
+    s3.upload_file(str(encrypted), ctx.moto.bucket, key)  # untimed: the set is in S3 before a restore
+    target, client = empty_target()
+    try:
+        meter = Meter(target.pid)
+        done, result = _worker(
+            ctx,
+            "restore-s3",
+            *("--url", target.url, "--backup-id", backup_id, "--bucket", ctx.moto.bucket),
+            *("--entry", json.dumps(backup.extra["digest"])),
+        )
+        sample = _sample("restore", "ours_restore_s3", keys, done, meter)
+        sample.keys = _check_restored(client, result["keys"], "ours_restore_s3")
+        sample.bytes_in = encrypted.stat().st_size
+        sample.extra = {"op_seconds": result["op_seconds"], "skipped_expired": result["skipped_expired"]}
+    finally:
+        client.close()
+        target.stop()
+        s3.delete_object(Bucket=ctx.moto.bucket, Key=key)
     return sample
 
 

@@ -18,6 +18,7 @@ LABELS = {
     "redis_cli_rdb": "redis-cli --rdb FILE",
     "runbook_gzip_gpg": "runbook: --rdb | gzip | gpg",
     "ours_restore": "ours: restore",
+    "ours_restore_s3": "ours: restore from S3 (moto)",
     "redis_cli_pipe": "redis-cli --pipe (RESTORE)",
 }
 STYLE = {
@@ -28,6 +29,7 @@ STYLE = {
     "redis_cli_rdb": ("tab:gray", "s", "--"),
     "runbook_gzip_gpg": ("tab:red", "v", "--"),
     "ours_restore": ("tab:green", "o", "-"),
+    "ours_restore_s3": ("tab:brown", "D", "-"),
     "redis_cli_pipe": ("tab:olive", "s", "--"),
 }
 

@@ -61,6 +61,7 @@ def ratios(rows: list[dict[str, Any]], size: int, field: str = "keys_per_second"
         "rdb_stream_s3_vs_rdb": ("ours_rdb_stream_s3", "redis_cli_rdb"),
         "rdb_stream_s3_vs_runbook": ("ours_rdb_stream_s3", "runbook_gzip_gpg"),
         "restore_vs_pipe": ("ours_restore", "redis_cli_pipe"),
+        "restore_s3_vs_pipe": ("ours_restore_s3", "redis_cli_pipe"),
     }
     out = {}
     for name, (ours, theirs) in pairs.items():
@@ -167,6 +168,13 @@ def targets(
         ),
         Target(
             "restore_vs_pipe", "restore >= 1.0x redis-cli --pipe keys/s", r.get("restore_vs_pipe"), ">=", 1.0
+        ),
+        Target(
+            "restore_s3_vs_pipe",
+            "restore from S3 >= 1.0x redis-cli --pipe keys/s",
+            r.get("restore_s3_vs_pipe"),
+            ">=",
+            1.0,
         ),
         Target(
             "envelope_vs_aes",

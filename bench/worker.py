@@ -65,7 +65,8 @@ def backup_file(args: argparse.Namespace) -> dict[str, Any]:
         counts["keys"] = dump_keys(client, writer, backup_time_ms=args.backup_time_ms).keys_written
 
     digest = _envelope_file(args, feed)
-    return {"keys": counts["keys"], "bytes_in": digest.plaintext_size, "bytes_out": digest.stored_size}
+    sizes = {"bytes_in": digest.plaintext_size, "bytes_out": digest.stored_size}
+    return {"keys": counts["keys"], **sizes, "digest": digest.as_dict()}
 
 
 def _envelope_file(args: argparse.Namespace, feed: Callable[[EnvelopeWriterV2], None]) -> Any:
@@ -132,10 +133,32 @@ def restore_file(args: argparse.Namespace) -> dict[str, Any]:
     return {"keys": result.restored, "skipped_expired": result.skipped_expired}
 
 
+def restore_s3(args: argparse.Namespace) -> dict[str, Any]:
+    """The production read path: BackupStore.read_object from S3 (moto) -> restore_records.
+
+    The object is the file backup's, uploaded by the harness under its set's prefix; the store
+    reads it with the run's local keyring, as the restore Lambda does with KMS.
+    """
+    from servalsheets_backup.adapters import aws
+    from servalsheets_backup.format.manifest import MANIFEST_NAME, ObjectEntry
+    from servalsheets_backup.store.sets import BackupStore, SetRef, set_prefix
+
+    store = BackupStore(aws.client("s3"), args.bucket, keyring(), environment=ENVIRONMENT, kms_key_id="")
+    ref = SetRef(KIND, args.backup_id, set_prefix(KIND, args.backup_id) + MANIFEST_NAME)
+    entry = ObjectEntry.from_dict({"name": OBJECT_NAME, "component": "redis", **json.loads(args.entry)})
+    client = connect(args.url)
+    chunks = store.read_object(ref, entry)
+    result = restore_records(client, chunks, now_ms=time.time_ns() // 1_000_000, mode="replace")
+    if not result.complete:
+        raise SystemExit("restore did not reach the end record")
+    return {"keys": result.restored, "skipped_expired": result.skipped_expired}
+
+
 OPERATIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "backup-file": backup_file,
     "backup-s3": backup_s3,
     "restore-file": restore_file,
+    "restore-s3": restore_s3,
     "rdb-stream-file": rdb_stream_file,
     "rdb-stream-s3": rdb_stream_s3,
 }
@@ -153,6 +176,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--kms-key", default="")
     parser.add_argument("--profile", default="", help="write cProfile stats of the operation here")
     parser.add_argument("--keys", type=int, default=0, help="keys in the dataset (rdb-stream reports it)")
+    parser.add_argument("--entry", default="{}", help="the object's manifest digests (JSON), for restore-s3")
     return parser.parse_args(argv)
 
 
