@@ -3,7 +3,7 @@
 Layers of the runtime package, lowest first (docs/architecture.md draws them). A module may
 import its own layer or a lower one, never a higher one; imports inside functions count too.
 
-    0 base        errors, settings, observability (and the package itself: __version__)
+    0 base        errors, settings, observability, read_ahead (and the package itself: __version__)
     1 format      envelope, keys, manifest, record stream, key classes, RDB, token store file
     2 adapters    one per external service: S3, Secrets Manager/SSM, files, ElastiCache, Redis, HTTP
     3 store       backup sets in S3, audit records, locks
@@ -31,7 +31,7 @@ RUNTIME = REPO_ROOT / "layers" / "shared"
 LOCAL = REPO_ROOT / "local"
 PACKAGE = "servalsheets_backup"
 LAYERS = (
-    {"errors", "settings", "observability", ""},
+    {"errors", "settings", "observability", "read_ahead", ""},
     {"format"},
     {"adapters"},
     {"store"},

@@ -36,6 +36,7 @@ servalsheets_backup/adapters/aws.py
 servalsheets_backup/adapters/elasticache.py
 servalsheets_backup/adapters/files.py
 servalsheets_backup/adapters/redis_client.py
+servalsheets_backup/adapters/redis_cluster.py
 servalsheets_backup/adapters/redis_replication.py
 servalsheets_backup/adapters/s3.py
 servalsheets_backup/adapters/secrets.py
@@ -46,6 +47,7 @@ servalsheets_backup/components/__init__.py
 servalsheets_backup/components/config.py
 servalsheets_backup/components/pending.py
 servalsheets_backup/components/redis_logical/__init__.py
+servalsheets_backup/components/redis_logical/cluster.py
 servalsheets_backup/components/redis_logical/component.py
 servalsheets_backup/components/redis_logical/dump.py
 servalsheets_backup/components/redis_logical/restore.py
@@ -65,17 +67,18 @@ servalsheets_backup/format/manifest.py
 servalsheets_backup/format/rdb.py
 servalsheets_backup/format/rdb_entries.py
 servalsheets_backup/format/redis_keys.py
+servalsheets_backup/format/redis_slots.py
 servalsheets_backup/format/redis_stream.py
 servalsheets_backup/format/tokenstore.py
 servalsheets_backup/handler_support.py
 servalsheets_backup/observability.py
 servalsheets_backup/services.py
+servalsheets_backup/read_ahead.py
 servalsheets_backup/settings.py
 servalsheets_backup/store/__init__.py
 servalsheets_backup/store/audit.py
 servalsheets_backup/store/locks.py
 servalsheets_backup/store/object_reader.py
-servalsheets_backup/store/read_ahead.py
 servalsheets_backup/store/sets.py
 servalsheets_backup/workflows/__init__.py
 servalsheets_backup/workflows/backup.py

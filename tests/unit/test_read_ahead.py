@@ -10,7 +10,7 @@ from contextlib import closing
 import pytest
 
 from servalsheets_backup.errors import IntegrityError
-from servalsheets_backup.store.read_ahead import read_ahead
+from servalsheets_backup.read_ahead import read_ahead
 
 pytestmark = pytest.mark.unit
 

@@ -16,14 +16,14 @@ raise ``RedisBackupError`` naming the RedisMode to use instead.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 from servalsheets_backup.adapters import redis_client
 from servalsheets_backup.errors import InvalidRdbError, RedisBackupError, TransientError
 from servalsheets_backup.format.rdb import CHECK_TRUNCATED, RdbInfo, RdbValidator
+from servalsheets_backup.read_ahead import read_ahead
 
 EOF_MARK_BYTES = 40
 READ_BYTES = 1 << 20
@@ -56,37 +56,14 @@ class RdbStream:
             validator = RdbValidator(self.subject)
             # A thread receives while this one validates (and the caller compresses, encrypts
             # and uploads): waiting on the socket releases the GIL, so the two overlap.
-            for chunk in self._received_ahead(chunks):
-                validator.update(chunk)
-                yield chunk
+            received = read_ahead(chunks, AHEAD_CHUNKS, name="rdb-stream-receive", interrupt=self.close)
+            with closing(received):
+                for chunk in received:
+                    validator.update(chunk)
+                    yield chunk
             self.info = validator.finish()
         finally:
             self.close()
-
-    def _received_ahead(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        received: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=AHEAD_CHUNKS)
-        stop = threading.Event()
-
-        def receive() -> None:
-            try:
-                for chunk in chunks:
-                    if not _put(received, chunk, stop):
-                        return
-                _put(received, None, stop)
-            except BaseException as exc:  # handed to the consumer, which raises it
-                _put(received, exc, stop)
-
-        thread = threading.Thread(target=receive, name="rdb-stream-receive", daemon=True)
-        thread.start()
-        try:
-            while (item := received.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            self.close()  # unblocks a receive still waiting on the socket
-            thread.join(timeout=10)
 
     def close(self) -> None:
         """Drop the connection (the server stops streaming to it); idempotent."""
@@ -174,21 +151,6 @@ class RdbStream:
                     held = held[-EOF_MARK_BYTES:]
         if len(held) > EOF_MARK_BYTES:
             yield held[:-EOF_MARK_BYTES]
-
-
-def _put(
-    received: queue.Queue[bytes | BaseException | None],
-    item: bytes | BaseException | None,
-    stop: threading.Event,
-) -> bool:
-    """Hand ``item`` to the consumer unless it has stopped listening; False when it has."""
-    while not stop.is_set():
-        try:
-            received.put(item, timeout=0.5)
-            return True
-        except queue.Full:
-            continue
-    return False
 
 
 def _declared_length(header: bytes, subject: str) -> int:

@@ -16,7 +16,7 @@ from servalsheets_backup.errors import IntegrityError
 from servalsheets_backup.format.envelope import EnvelopeHeader, KeyResolver, decrypt_stream
 from servalsheets_backup.format.envelope_v2 import FrameReader
 from servalsheets_backup.format.manifest import ObjectEntry
-from servalsheets_backup.store.read_ahead import read_ahead
+from servalsheets_backup.read_ahead import read_ahead
 
 
 def read_entry(reader: S3ObjectReader, entry: ObjectEntry, resolve: KeyResolver) -> Iterator[bytes]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -134,8 +135,20 @@ class _Restorer:
         raise RedisBackupError(f"RESTORE refused by the target: {message[:200]}")
 
 
+@dataclass(frozen=True)
+class Targets:
+    """The primaries one restore writes to, and which of them owns a key.
+
+    A single server is ``Targets([client])``; a cluster (``cluster.cluster_targets``) lists one
+    client per primary and routes each key by its hash slot.
+    """
+
+    clients: Sequence[redis.Redis]
+    owner: Callable[[bytes], int] | None = None
+
+
 def restore_records(
-    client: redis.Redis,
+    client: redis.Redis | Targets,
     chunks: Iterable[bytes],
     *,
     now_ms: int,
@@ -177,26 +190,28 @@ def restore_records(
     # now_ms was read by the caller just before this call: the clock runs from here, so the
     # time spent fetching and decrypting the stream's first chunk counts as elapsed too.
     started = time.monotonic()
+    targets = client if isinstance(client, Targets) else Targets([client])
     stream = RecordStream(chunks, subject)
     restorer = _Restorer(mode, compile_patterns(patterns), stream.header.source_version)
     records = iter(stream)
     skipped = sum(1 for _ in islice(records, skip_records))
     processed = skipped
-    with redis_errors(client, "redis restore"), open_wire(client) as wire:
-        inflight: list[bytes] | None = None
+    with redis_errors(targets.clients[0], "redis restore"), ExitStack() as stack:
+        wires = [stack.enter_context(open_wire(c)) for c in targets.clients]
+        inflight: list[list[bytes]] = [[] for _ in wires]
         for group in _batches(records, batch):
             processed += len(group)
             elapsed = now_ms + int((time.monotonic() - started) * 1000) - stream.header.backup_time_ms
-            data, keys = restorer.pack(group, elapsed)
-            if keys:
-                wire.send(data)
-            if inflight is not None:
-                restorer.collect(wire, inflight)
-            inflight = keys or None
+            sent: list[list[bytes]] = [[] for _ in wires]
+            for index, records_of_node in _route(group, targets.owner, len(wires)):
+                data, sent[index] = restorer.pack(records_of_node, elapsed)
+                if sent[index]:
+                    wires[index].send(data)
+            _collect_all(restorer, wires, inflight)
+            inflight = sent
             if deadline is not None and time.monotonic() >= deadline:
                 break
-        if inflight is not None:
-            restorer.collect(wire, inflight)
+        _collect_all(restorer, wires, inflight)
     if stream.end is not None and skipped < skip_records:
         raise InvalidInputError(f"skip_records {skip_records} is beyond the stream's {skipped} records")
     result = restorer.result
@@ -206,6 +221,25 @@ def restore_records(
     result.backup_time_ms = stream.header.backup_time_ms
     result.source_version = stream.header.source_version
     return result
+
+
+def _route(
+    records: list[Record], owner: Callable[[bytes], int] | None, nodes: int
+) -> Iterator[tuple[int, list[Record]]]:
+    """The records of one batch grouped by the target node that owns each key."""
+    if owner is None or nodes == 1:
+        yield 0, records
+        return
+    groups: list[list[Record]] = [[] for _ in range(nodes)]
+    for record in records:
+        groups[owner(record[0])].append(record)
+    yield from ((index, group) for index, group in enumerate(groups) if group)
+
+
+def _collect_all(restorer: _Restorer, wires: Sequence[Wire], inflight: Sequence[list[bytes]]) -> None:
+    for wire, keys in zip(wires, inflight, strict=True):
+        if keys:
+            restorer.collect(wire, keys)
 
 
 def plan_restore(

@@ -1,16 +1,17 @@
 """Read ahead: run a chunk iterator on a background thread, a bounded number of chunks ahead.
 
 Restoring from S3 costs network reads, AES-GCM and zstd per chunk before the Redis client can
-send anything. S3 reads, OpenSSL's AES-GCM and zstd's decompression all release the GIL, so a
-second thread that produces the next chunks while the caller sends the current one overlaps
-them with the Redis round trips instead of adding them up.
+send anything, and an RDB stream must be drained from its socket while the caller compresses
+and uploads. Socket and S3 reads, OpenSSL's AES-GCM and zstd all release the GIL, so a second
+thread that produces the next chunks while the caller works on the current one overlaps the
+two instead of adding them up (``store.object_reader``, ``adapters.redis_replication``).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -29,19 +30,27 @@ class _Failure:
         self.error = error
 
 
-def read_ahead(source: Iterable[T], depth: int = DEFAULT_DEPTH) -> Generator[T, None, None]:
+def read_ahead(
+    source: Iterable[T],
+    depth: int = DEFAULT_DEPTH,
+    *,
+    name: str = "read-ahead",
+    interrupt: Callable[[], object] | None = None,
+) -> Generator[T, None, None]:
     """Yield ``source``'s items in order while a thread produces up to ``depth`` more.
 
     An exception raised by ``source`` is re-raised here, at the point in the sequence where it
     happened. Closing the returned generator early (``contextlib.closing``, or a ``for`` loop
     left by ``break`` or an exception, once the generator is released) stops the producer and
     closes ``source`` on the producer's thread. At most ``depth + 1`` items are held at once.
+    ``interrupt`` is called when the consumer is done, before waiting for the producer: for a
+    source that blocks on a socket, closing the socket ends the wait.
     """
     if depth < 1:
         raise ValueError("depth must be at least 1")
     handoff: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
-    producer = threading.Thread(target=_produce, args=(iter(source), handoff, stop), daemon=True)
+    producer = threading.Thread(target=_produce, args=(iter(source), handoff, stop), name=name, daemon=True)
     producer.start()
     try:
         while True:
@@ -53,6 +62,8 @@ def read_ahead(source: Iterable[T], depth: int = DEFAULT_DEPTH) -> Generator[T, 
             yield item  # type: ignore[misc]
     finally:
         stop.set()
+        if interrupt is not None:
+            interrupt()
         _drain(handoff)
         producer.join(JOIN_SECONDS)
 
