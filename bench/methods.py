@@ -205,22 +205,8 @@ def _check_restored(client: Any, expected: int, method: str) -> int:
 
 def ours_restore(ctx: Context, encrypted: Path, backup_id: str, keys: int, profile: str = "") -> Sample:
     """Our restore: decrypt_stream of the file -> restore_records into an empty redis-server."""
-    target, client = empty_target()
-    try:
-        meter = Meter(target.pid)
-        done, result = _worker(
-            ctx,
-            "restore-file",
-            *("--url", target.url, "--path", str(encrypted), "--backup-id", backup_id, "--profile", profile),
-        )
-        sample = _sample("restore", "ours_restore", keys, done, meter)
-        sample.keys = _check_restored(client, result["keys"], "ours_restore")
-        sample.bytes_in = encrypted.stat().st_size
-        sample.extra = {"op_seconds": result["op_seconds"], "skipped_expired": result["skipped_expired"]}
-    finally:
-        client.close()
-        target.stop()
-    return sample
+    options = ("--path", str(encrypted), "--backup-id", backup_id, "--profile", profile)
+    return _our_restore(ctx, "ours_restore", keys, encrypted, "restore-file", *options)
 
 
 def ours_restore_s3(ctx: Context, encrypted: Path, backup: Sample, keys: int) -> Sample:
@@ -235,23 +221,35 @@ def ours_restore_s3(ctx: Context, encrypted: Path, backup: Sample, keys: int) ->
     key = set_prefix(KIND, backup_id) + OBJECT_NAME
     s3 = ctx.moto.client("s3")
     s3.upload_file(str(encrypted), ctx.moto.bucket, key)  # untimed: the set is in S3 before a restore
+    try:
+        options = (
+            "--backup-id",
+            backup_id,
+            "--bucket",
+            ctx.moto.bucket,
+            "--entry",
+            json.dumps(backup.extra["digest"]),
+        )
+        return _our_restore(ctx, "ours_restore_s3", keys, encrypted, "restore-s3", *options)
+    finally:
+        s3.delete_object(Bucket=ctx.moto.bucket, Key=key)
+
+
+def _our_restore(
+    ctx: Context, method: str, keys: int, encrypted: Path, operation: str, *options: str
+) -> Sample:
+    """One restore worker into a fresh, empty redis-server, checked against the target's DBSIZE."""
     target, client = empty_target()
     try:
         meter = Meter(target.pid)
-        done, result = _worker(
-            ctx,
-            "restore-s3",
-            *("--url", target.url, "--backup-id", backup_id, "--bucket", ctx.moto.bucket),
-            *("--entry", json.dumps(backup.extra["digest"])),
-        )
-        sample = _sample("restore", "ours_restore_s3", keys, done, meter)
-        sample.keys = _check_restored(client, result["keys"], "ours_restore_s3")
+        done, result = _worker(ctx, operation, "--url", target.url, *options)
+        sample = _sample("restore", method, keys, done, meter)
+        sample.keys = _check_restored(client, result["keys"], method)
         sample.bytes_in = encrypted.stat().st_size
         sample.extra = {"op_seconds": result["op_seconds"], "skipped_expired": result["skipped_expired"]}
     finally:
         client.close()
         target.stop()
-        s3.delete_object(Bucket=ctx.moto.bucket, Key=key)
     return sample
 
 
