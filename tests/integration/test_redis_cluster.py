@@ -9,17 +9,26 @@ import random
 import time
 from collections.abc import Iterator
 
+import boto3
 import pytest
 import redis
+from moto import mock_aws
 
 from servalsheets_backup.adapters import redis_cluster
+from servalsheets_backup.adapters.aws import reset_clients
 from servalsheets_backup.adapters.redis_cluster import check_unchanged, discover_shards, node_url
-from servalsheets_backup.components.redis_logical.cluster import ClusterTargets, dump_shard
+from servalsheets_backup.components.redis_logical.cluster import ClusterTargets, dump_shard, require_one_shard
 from servalsheets_backup.components.redis_logical.restore import RestoreResult, restore_records
 from servalsheets_backup.errors import RedisBackupError
 from servalsheets_backup.format.redis_slots import SLOTS, key_slot, uncovered_slots
+from servalsheets_backup.observability import CollectingMetrics
+from servalsheets_backup.services import Services
+from servalsheets_backup.settings import Settings
+from servalsheets_backup.workflows import backup, backup_steps
 from servalsheets_backup_local.testing.redis_cluster import RedisCluster, start_redis_cluster
 from servalsheets_backup_local.testing.redis_server import start_redis
+
+from .aws_account import create_backup_account
 
 pytestmark = pytest.mark.integration
 KEYS = 3000
@@ -242,3 +251,46 @@ def test_a_slot_moved_after_planning_fails_the_shard_dump() -> None:
             dump_shard(running.url, plan, 0, io.BytesIO(), backup_time_ms=time.time_ns() // 1_000_000)
     finally:
         running.stop()
+
+
+# --------------------------------------------------------------------------- until sharded sets
+
+
+def test_one_server_steps_refuse_a_sharded_cluster_and_accept_one_primary(cluster: RedisCluster) -> None:
+    with pytest.raises(RedisBackupError, match="Redis Cluster of 3 primaries") as caught:
+        require_one_shard(cluster.url, "redis dump")
+    assert all(f"127.0.0.1:{node.port}" in str(caught.value) for node in cluster.nodes)
+    single = start_redis_cluster(1)
+    server = start_redis()
+    try:
+        require_one_shard(single.url, "redis dump")
+        require_one_shard(server.url, "redis dump")
+    finally:
+        single.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("mode", ["logical", "rdb-stream"])
+def test_a_backup_of_a_sharded_cluster_fails_before_writing_an_object(
+    cluster: RedisCluster, mode: str
+) -> None:
+    with mock_aws():
+        reset_clients()
+        key = create_backup_account("ssbk-cluster-test")
+        settings = Settings.from_env(
+            {
+                "BACKUP_BUCKET": "ssbk-cluster-test",
+                "BACKUP_KMS_KEY_ID": key,
+                "BACKUP_ENVIRONMENT": "test",
+                "STATE_TABLE": "state",
+                "REDIS_URL": cluster.url,
+                "REDIS_MODE": mode,
+            }
+        )
+        services = Services(settings, CollectingMetrics())
+        pending = backup.begin(services, "redis", owner="test")
+        with pytest.raises(RedisBackupError, match="would miss the other shards' keys"):
+            backup_steps.dump_redis(services, {"pending": pending.to_dict()}, None)
+        listed = boto3.client("s3").list_objects_v2(Bucket="ssbk-cluster-test")
+        assert listed.get("KeyCount", 0) == 0
+        reset_clients()

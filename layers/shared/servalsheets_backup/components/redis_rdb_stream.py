@@ -12,6 +12,7 @@ from __future__ import annotations
 from servalsheets_backup.adapters import redis_client
 from servalsheets_backup.adapters.redis_replication import RdbStream
 from servalsheets_backup.components.pending import PendingSet
+from servalsheets_backup.components.redis_logical.cluster import require_one_shard
 from servalsheets_backup.services import Services
 
 MODE = "rdb-stream"
@@ -21,6 +22,7 @@ OBJECT_NAME = "redis/shard-0001.rdb"
 def add_rdb_stream(services: Services, pending: PendingSet) -> PendingSet:
     """Stream the server's RDB snapshot into the set; the component is complete after one call."""
     url = services.redis_url()
+    require_one_shard(url, "redis rdb stream")  # SYNC on one node of a cluster sends one shard
     source_version = _server_version(url)
     stream = RdbStream(url, subject=OBJECT_NAME)
     upload = services.store.open_object(pending.kind, pending.backup_id, OBJECT_NAME, "redis")

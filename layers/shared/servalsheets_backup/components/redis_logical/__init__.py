@@ -1,16 +1,19 @@
 """The ``redis`` component in logical mode: SCAN + DUMP + PTTL backups and RESTORE restores.
 
 Works against any Redis the functions can reach (self-managed, or the primary of a non-cluster
-ElastiCache replication group): one flat keyspace, db 0 as in ServalSheets. DUMP payloads are
-Redis's own serialisation, so every type (string, hash, list, set, sorted set, stream, module
-types) is carried unchanged. Nothing here encrypts: the dump writes the plaintext record stream
-of ``format.redis_stream`` to a sink (in production an ``EnvelopeWriter``), and the restore
-reads plaintext chunks (from ``decrypt_stream``).
+ElastiCache replication group; the state machines refuse a cluster of several primaries): one
+flat keyspace, db 0 as in ServalSheets. DUMP payloads are Redis's own serialisation, so every
+type (string, hash, list, set, sorted set, stream, module types) is carried unchanged. Nothing
+here encrypts: the dump writes the plaintext record stream of ``format.redis_stream`` to a sink
+(in production an ``EnvelopeWriter``), and the restore reads plaintext chunks (from
+``decrypt_stream``).
 
 - ``component``: one backup step, one object ``redis/dump-NNNN`` per invocation, continued from
   the saved SCAN cursor;
 - ``dump``: ``dump_keys`` (two batches in flight, compression and encryption on a second thread);
 - ``restore``: ``restore_records`` and its dry run ``plan_restore``;
+- ``cluster``: per-shard dumps, slot-routed restore targets, and ``require_one_shard``, which
+  refuses a sharded cluster where one server's keys would be handled;
 - ``verify``: ``count_keys_by_prefix`` and ``compare_sample`` for the restore's verification.
 
 The names below are imported on first use (PEP 562), so a handler that never touches Redis
@@ -24,6 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from servalsheets_backup.adapters.redis_client import connect, redact_url
+    from servalsheets_backup.components.redis_logical.cluster import (
+        ClusterTargets,
+        dump_shard,
+        require_one_shard,
+    )
     from servalsheets_backup.components.redis_logical.component import CHUNK_PREFIX, add_logical_chunk
     from servalsheets_backup.components.redis_logical.dump import ByteSink, DumpResult, WriteBehind, dump_keys
     from servalsheets_backup.components.redis_logical.restore import (
@@ -41,6 +49,9 @@ if TYPE_CHECKING:
 _HOMES = {
     "connect": "servalsheets_backup.adapters.redis_client",
     "redact_url": "servalsheets_backup.adapters.redis_client",
+    "ClusterTargets": f"{__name__}.cluster",
+    "dump_shard": f"{__name__}.cluster",
+    "require_one_shard": f"{__name__}.cluster",
     "CHUNK_PREFIX": f"{__name__}.component",
     "add_logical_chunk": f"{__name__}.component",
     "ByteSink": f"{__name__}.dump",
@@ -58,6 +69,7 @@ _HOMES = {
 __all__ = [
     "ByteSink",
     "CHUNK_PREFIX",
+    "ClusterTargets",
     "DumpResult",
     "MODES",
     "RestoreResult",
@@ -68,8 +80,10 @@ __all__ = [
     "connect",
     "count_keys_by_prefix",
     "dump_keys",
+    "dump_shard",
     "plan_restore",
     "redact_url",
+    "require_one_shard",
     "restore_records",
 ]
 

@@ -18,7 +18,7 @@ from contextlib import suppress
 
 import redis
 
-from servalsheets_backup.adapters.redis_client import connect
+from servalsheets_backup.adapters.redis_client import connect, redact_url, redis_errors
 from servalsheets_backup.adapters.redis_cluster import ShardPlan, check_unchanged, discover_shards, node_url
 from servalsheets_backup.components.redis_logical.dump import ByteSink, DumpResult, dump_keys
 from servalsheets_backup.components.redis_logical.restore import Targets
@@ -55,6 +55,31 @@ def dump_shard(
         client.close()
     check_unchanged(url, plan)
     return result
+
+
+def require_one_shard(url: str, purpose: str) -> None:
+    """Refuse a Redis Cluster of several primaries where only one server's keys would be handled.
+
+    SCAN, SYNC and a flush on one node see that node's slots only: a backup would silently miss
+    the other shards' keys, and a restore would write into one shard of many.
+    """
+    client = connect(url)
+    try:
+        with redis_errors(client, purpose):
+            enabled = int(client.info("cluster").get("cluster_enabled", 0))
+    finally:
+        client.close()
+    if not enabled:
+        return
+    plan = discover_shards(url)
+    if len(plan.shards) > 1:
+        addresses = ", ".join(shard.address for shard in plan.shards)
+        raise RedisBackupError(
+            f"{purpose}: the Redis at {redact_url(url)} is a Redis Cluster of {len(plan.shards)} "
+            f"primaries ({addresses}); this step reads and writes one server, so it would miss the "
+            "other shards' keys. Sharded clusters are not supported by the backup and restore state "
+            "machines yet: point REDIS_URL at a standalone server or a single-primary cluster"
+        )
 
 
 class ClusterTargets:

@@ -12,6 +12,7 @@ from typing import Any
 
 from servalsheets_backup.adapters import redis_client
 from servalsheets_backup.components.pending import PendingSet
+from servalsheets_backup.components.redis_logical.cluster import require_one_shard
 from servalsheets_backup.components.redis_logical.dump import dump_keys
 from servalsheets_backup.services import Services
 
@@ -29,6 +30,8 @@ def chunk_name(index: int) -> str:
 def add_logical_chunk(services: Services, pending: PendingSet, deadline: float | None = None) -> PendingSet:
     """Dump keys from the saved cursor until done or ``deadline`` (time.monotonic); one object per call."""
     url = services.redis_url()
+    if pending.redis_chunks == 0:  # once per set: SCAN on one node of a cluster sees one shard
+        require_one_shard(url, "redis dump")
     client = redis_client.connect(url)
     pending.redis_chunks += 1
     name = chunk_name(pending.redis_chunks)

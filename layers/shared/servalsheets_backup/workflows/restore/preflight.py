@@ -124,6 +124,8 @@ def _preflight_redis(services: Services, job: RestoreJob, manifest: Manifest) ->
                 f"key pattern {pattern!r} matches no key in backup "
                 f"{job.source.backup_id}; fix the pattern (Redis glob syntax)"
             )
+    # Before anything is written: a restore into one node of a sharded cluster would be partial.
+    redis_logical.require_one_shard(services.redis_url(), "restore preflight")
     client = redis_logical.connect(services.redis_url())
     try:
         totals["target_endpoint"] = redis_logical.redact_url(services.redis_url())
