@@ -77,6 +77,25 @@ def coldstart_table(results: dict[str, Any]) -> str:
     return _table(["module", "import s (Lambda env)", "import s (tracing off)", "vs boto3"], rows)
 
 
+def cluster_table(results: dict[str, Any]) -> str:
+    """The cluster case: wall seconds and keys/s per shard count."""
+    rows = [
+        [
+            shards,
+            f"{r['keys']:,}",
+            f"{r['backup_seconds']:.2f}",
+            f"{r['backup_keys_per_second']:,.0f}",
+            f"{r['redis_cli_rdb_seconds']:.2f}",
+            f"{r['backup_vs_rdb']:.2f}x",
+            f"{r['restore_seconds']:.2f}",
+            f"{r['restore_keys_per_second']:,.0f}",
+        ]
+        for shards, r in (results.get("cluster") or {}).items()
+    ]
+    header = ["primaries", "keys", "backup s", "backup keys/s", "redis-cli --rdb s", "ours vs raw"]
+    return _table([*header, "restore s", "restore keys/s"], rows)
+
+
 def targets_table(results: dict[str, Any]) -> str:
     """Each target, the measurement and the verdict."""
     rows = [[t["goal"], t["status"], t["margin"]] for t in results["targets"]]
@@ -95,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         ("Ratios", ratios_table(results)),
         ("Stages", stages_table(results)),
         ("Cold start", coldstart_table(results)),
+        ("Cluster", cluster_table(results)),
         ("Targets", targets_table(results)),
     ):
         print(f"### {title}\n\n{table}\n")

@@ -33,12 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import cluster as cluster_bench
 from . import coldstart, methods, summary, tools
 from . import drill as drill_bench
 from .dataset import DataSet, write_resp
 from .measure import BenchError, Sample, run_pipeline
 
-COMPARISONS = ("backup", "restore", "stages", "coldstart", "memory", "drill")
+COMPARISONS = ("backup", "restore", "stages", "coldstart", "memory", "cluster", "drill")
 DEFAULT_KEYS = 1_000_000
 QUICK_KEYS = 100_000
 MEMORY_SCALE_KEYS = 4_000_000
@@ -116,7 +117,7 @@ def parse_args(argv: list[str]) -> Options:
 
 def data_sizes(opts: Options) -> list[int]:
     """Data-set sizes to measure, ascending (the data set only grows)."""
-    if not opts.wants("backup", "restore", "stages", "memory"):
+    if not opts.wants("backup", "restore", "stages", "memory", "cluster"):
         return []
     if not opts.wants("memory"):
         return [opts.keys]
@@ -287,13 +288,18 @@ def measure_size(run: Run, ds: DataSet, size: int) -> None:
             backup = backup_round(run, ds, size, f"[backup {index + 1}/{repeat}]", main)
     restoring = backup is not None and opts.wants("restore", "memory")
     plain = resp = None
-    if restoring or (main and opts.wants("stages")):
+    if restoring or (main and opts.wants("stages", "cluster")):
         plain, resp = prepare_plain(run, ds, size, with_resp=opts.wants("restore"))
     if restoring and backup is not None:
         for index in range(repeat):
             restore_round(run, size, backup, resp, index, f"[restore {index + 1}/{repeat}]")
     if main and opts.wants("stages") and plain is not None:
         run.results["stages"] = run_stages(run, plain)
+    if main and opts.wants("cluster") and plain is not None:
+        _log(f"== cluster: {', '.join(map(str, cluster_bench.SHARD_COUNTS))} primaries, {size:,} keys")
+        run.results["cluster"] = cluster_bench.measure(plain, run.workdir, run.ctx.worker_env())
+        for line in cluster_bench.log_lines(run.results["cluster"]):
+            _log(line)
     if main and opts.profile and backup is not None:
         run.results["profiles"] = profile_once(run, ds, size, backup)
     for name in ("plain.records", "restore.resp", "ours.ssbk"):

@@ -124,10 +124,9 @@ def _store(args: argparse.Namespace) -> Any:
 def restore_file(args: argparse.Namespace) -> dict[str, Any]:
     """decrypt_stream of a local object -> restore_records (RESTORE ... REPLACE) into the target."""
     resolve = keyring_resolver(keyring(), object_context(args.backup_id), OBJECT_NAME)
-    client = connect(args.url)
-    with Path(args.path).open("rb") as source:
+    with _restore_target(args) as target, Path(args.path).open("rb") as source:
         chunks = decrypt_stream(source, resolve, OBJECT_NAME)
-        result = restore_records(client, chunks, now_ms=time.time_ns() // 1_000_000, mode="replace")
+        result = restore_records(target, chunks, now_ms=time.time_ns() // 1_000_000, mode="replace")
     if not result.complete:
         raise SystemExit("restore did not reach the end record")
     return {"keys": result.restored, "skipped_expired": result.skipped_expired}
@@ -154,6 +153,22 @@ def restore_s3(args: argparse.Namespace) -> dict[str, Any]:
     return {"keys": result.restored, "skipped_expired": result.skipped_expired}
 
 
+@contextmanager
+def _restore_target(args: argparse.Namespace) -> Iterator[Any]:
+    """One server's client, or with ``--cluster`` every primary of the cluster with slot routing."""
+    if args.cluster:
+        from servalsheets_backup.components.redis_logical.cluster import ClusterTargets
+
+        with ClusterTargets(args.url) as cluster:
+            yield cluster.targets
+        return
+    client = connect(args.url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 OPERATIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "backup-file": backup_file,
     "backup-s3": backup_s3,
@@ -176,6 +191,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--kms-key", default="")
     parser.add_argument("--profile", default="", help="write cProfile stats of the operation here")
     parser.add_argument("--keys", type=int, default=0, help="keys in the dataset (rdb-stream reports it)")
+    parser.add_argument(
+        "--cluster", action="store_true", help="restore-file: route keys over a Redis Cluster"
+    )
     parser.add_argument("--entry", default="{}", help="the object's manifest digests (JSON), for restore-s3")
     return parser.parse_args(argv)
 
