@@ -88,6 +88,18 @@ def test_compressible_segments_are_compressed_and_random_ones_stored() -> None:
     assert open_all(sealed)[0] == mixed
 
 
+def test_misses_in_a_row_probe_ever_more_rarely_and_a_hit_resets() -> None:
+    noise = os.urandom(200 * SEGMENT)
+    sealed, _ = seal(noise + (TEXT * 40)[: 70 * SEGMENT])
+    probes = [i for i, (_, f, body) in enumerate(frames(sealed)) if f & v2.FLAG_ZSTD]
+    assert probes and probes[0] >= 200  # nothing in the noise compressed
+    # The noise was probed at 0, 16, 48, 112 and 176 (skips of 15, 31, 63, 63): the text that
+    # follows at segment 200 is found by the probe at 240 and compressed from there on.
+    assert probes[0] == 240
+    assert all(i in probes for i in range(240, 270))
+    assert open_all(sealed)[0] == noise + (TEXT * 40)[: 70 * SEGMENT]
+
+
 def test_compression_none_never_compresses() -> None:
     sealed, _ = seal(TEXT, compression=v2.COMPRESSION_NONE)
     assert all(f & v2.FLAG_ZSTD == 0 for _, f, _ in frames(sealed))
