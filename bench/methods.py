@@ -209,6 +209,12 @@ def ours_restore(ctx: Context, encrypted: Path, backup_id: str, keys: int, profi
     return _our_restore(ctx, "ours_restore", keys, encrypted, "restore-file", *options)
 
 
+def ours_restore_rdb(ctx: Context, encrypted: Path, backup_id: str, keys: int) -> Sample:
+    """Our restore of an rdb-stream set: decrypt -> RDB entries as DUMP payloads -> restore_records."""
+    options = ("--path", str(encrypted), "--backup-id", backup_id, "--rdb")
+    return _our_restore(ctx, "ours_restore_rdb", keys, encrypted, "restore-file", *options)
+
+
 def ours_restore_s3(ctx: Context, encrypted: Path, backup: Sample, keys: int) -> Sample:
     """Our production read path: the file backup's object in S3 (moto) -> read_object -> restore_records."""
     from servalsheets_backup.store.sets import set_prefix

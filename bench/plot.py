@@ -19,6 +19,7 @@ LABELS = {
     "runbook_gzip_gpg": "runbook: --rdb | gzip | gpg",
     "ours_restore": "ours: restore",
     "ours_restore_s3": "ours: restore from S3 (moto)",
+    "ours_restore_rdb": "ours: restore of an rdb-stream set",
     "redis_cli_pipe": "redis-cli --pipe (RESTORE)",
 }
 STYLE = {
@@ -30,6 +31,7 @@ STYLE = {
     "runbook_gzip_gpg": ("tab:red", "v", "--"),
     "ours_restore": ("tab:green", "o", "-"),
     "ours_restore_s3": ("tab:brown", "D", "-"),
+    "ours_restore_rdb": ("tab:orange", "s", "-"),
     "redis_cli_pipe": ("tab:olive", "s", "--"),
 }
 

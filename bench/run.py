@@ -146,6 +146,7 @@ class Run:
         passphrase.write_text(secrets.token_urlsafe(24))
         self.ctx = methods.Context(workdir, secrets.token_hex(32), gpg_home, passphrase)
         self.samples: list[Sample] = []
+        self.rdb_backup: Sample | None = None  # the rdb-stream backup whose file restore_round reads
         self.datasets: dict[int, dict[str, Any]] = {}
         self.results: dict[str, Any] = {
             "meta": {
@@ -225,8 +226,10 @@ def backup_round(run: Run, ds: DataSet, size: int, label: str, main: bool) -> Sa
     ours = run.record(methods.ours_file(ctx, server, size, run.workdir / "ours.ssbk"), label)
     if opts.wants("backup") and size <= opts.keys:
         run.record(methods.runbook(ctx, server, size, run.workdir / "runbook.gz.gpg"), label)
-    if opts.wants("backup") and size <= opts.keys:
-        run.record(methods.ours_rdb_stream(ctx, server, size, run.workdir / "ours-rdb.ssbk"), label)
+    if opts.wants("backup", "restore") and size <= opts.keys:
+        run.rdb_backup = run.record(
+            methods.ours_rdb_stream(ctx, server, size, run.workdir / "ours-rdb.ssbk"), label
+        )
     if opts.wants("backup") and main and ctx.moto is not None:
         run.record(methods.ours_s3(ctx, server, size), label)
         empty_bucket(run)
@@ -248,6 +251,10 @@ def restore_round(run: Run, size: int, backup: Sample, resp: Path | None, index:
     ]
     if run.ctx.moto is not None and run.opts.wants("restore"):
         steps.append(lambda: methods.ours_restore_s3(run.ctx, encrypted, backup, size))
+    rdb = run.rdb_backup
+    if rdb is not None and run.opts.wants("restore"):
+        rdb_file = run.workdir / "ours-rdb.ssbk"
+        steps.append(lambda: methods.ours_restore_rdb(run.ctx, rdb_file, rdb.extra["backup_id"], size))
     if resp is not None:
         steps.append(lambda: methods.pipe_restore(resp, size))
     turn = index % len(steps)
@@ -283,6 +290,7 @@ def measure_size(run: Run, ds: DataSet, size: int) -> None:
     _log(f"  {stats.keys:,} keys, used_memory {mib:,.0f} MiB, seeded in {stats.seed_seconds:.0f} s")
     repeat = opts.repeat if main else 1
     backup: Sample | None = None
+    run.rdb_backup = None
     if opts.wants("backup", "restore", "memory"):
         for index in range(repeat):
             backup = backup_round(run, ds, size, f"[backup {index + 1}/{repeat}]", main)
@@ -302,7 +310,7 @@ def measure_size(run: Run, ds: DataSet, size: int) -> None:
             _log(line)
     if main and opts.profile and backup is not None:
         run.results["profiles"] = profile_once(run, ds, size, backup)
-    for name in ("plain.records", "restore.resp", "ours.ssbk"):
+    for name in ("plain.records", "restore.resp", "ours.ssbk", "ours-rdb.ssbk"):
         (run.workdir / name).unlink(missing_ok=True)
     _log(f"  results so far: {run.save()}")
 

@@ -62,6 +62,7 @@ def ratios(rows: list[dict[str, Any]], size: int, field: str = "keys_per_second"
         "rdb_stream_s3_vs_runbook": ("ours_rdb_stream_s3", "runbook_gzip_gpg"),
         "restore_vs_pipe": ("ours_restore", "redis_cli_pipe"),
         "restore_s3_vs_pipe": ("ours_restore_s3", "redis_cli_pipe"),
+        "restore_rdb_vs_pipe": ("ours_restore_rdb", "redis_cli_pipe"),
     }
     out = {}
     for name, (ours, theirs) in pairs.items():

@@ -122,10 +122,14 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def restore_file(args: argparse.Namespace) -> dict[str, Any]:
-    """decrypt_stream of a local object -> restore_records (RESTORE ... REPLACE) into the target."""
+    """decrypt_stream of a local object (``--rdb``: an RDB file, read entry by entry) -> restore_records."""
     resolve = keyring_resolver(keyring(), object_context(args.backup_id), OBJECT_NAME)
     with _restore_target(args) as target, Path(args.path).open("rb") as source:
         chunks = decrypt_stream(source, resolve, OBJECT_NAME)
+        if args.rdb:  # an rdb-stream set: every RDB entry becomes a record, as restore_redis does
+            from servalsheets_backup.format.rdb_entries import record_stream_from_rdb
+
+            chunks = record_stream_from_rdb(chunks, OBJECT_NAME)
         result = restore_records(target, chunks, now_ms=time.time_ns() // 1_000_000, mode="replace")
     if not result.complete:
         raise SystemExit("restore did not reach the end record")
@@ -191,6 +195,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--kms-key", default="")
     parser.add_argument("--profile", default="", help="write cProfile stats of the operation here")
     parser.add_argument("--keys", type=int, default=0, help="keys in the dataset (rdb-stream reports it)")
+    parser.add_argument("--rdb", action="store_true", help="restore-file: the object holds an RDB file")
     parser.add_argument(
         "--cluster", action="store_true", help="restore-file: route keys over a Redis Cluster"
     )
