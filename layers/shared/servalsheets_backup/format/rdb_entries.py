@@ -111,15 +111,32 @@ class RdbEntryReader:
         return False
 
     def _take(self, size: int) -> bytes:
+        pos = self._pos
+        end = pos + size
+        if end > len(self._buf):  # the fast path (all buffered) is most calls: keep it first
+            self._fill(size)
+            pos, end = self._pos, self._pos + size
+        self._pos = end
+        return self._buf[pos:end]
+
+    def _skip(self, size: int) -> None:
+        """Move past ``size`` bytes without copying them (the entry's framing keeps them)."""
+        if self._pos + size > len(self._buf):
+            self._fill(size)
+        self._pos += size
+
+    def _byte(self) -> int:
+        pos = self._pos
+        if pos >= len(self._buf):
+            self._fill(1)
+            pos = self._pos
+        self._pos = pos + 1
+        return self._buf[pos]
+
+    def _fill(self, size: int) -> None:
         while len(self._buf) - self._pos < size:
             if not self._more():
                 raise self._error(CHECK_TRUNCATED, f"the file ends inside entry {self.entries + 1}")
-        data = self._buf[self._pos : self._pos + size]
-        self._pos += size
-        return data
-
-    def _byte(self) -> int:
-        return self._take(1)[0]
 
     # -- RDB primitives ----------------------------------------------------------------------
     def _length(self) -> tuple[int, bool]:
@@ -162,13 +179,13 @@ class RdbEntryReader:
     def _skip_string(self) -> None:
         value, encoded = self._length()
         if not encoded:
-            self._take(value)
+            self._skip(value)
         elif value in (0, 1, 2):
-            self._take(1 << value)
+            self._skip(1 << value)
         elif value == 3:
             compressed = self._plain_length()
             self._plain_length()
-            self._take(compressed)
+            self._skip(compressed)
         else:
             raise self._error(CHECK_ENTRIES, f"unknown string encoding {value} in entry {self.entries + 1}")
 
@@ -193,11 +210,11 @@ class RdbEntryReader:
         for _ in range(self._plain_length()):
             self._skip_string()
             if kind == 5:  # binary double score
-                self._take(8)
+                self._skip(8)
                 continue
             size = self._byte()  # score as text of this length; 253-255 are nan, +inf, -inf
             if size < 253:
-                self._take(size)
+                self._skip(size)
 
     def _skip_quicklist(self, kind: int) -> None:
         for _ in range(self._plain_length()):
@@ -216,12 +233,12 @@ class RdbEntryReader:
             self._skip_string()
             self._skip_lengths(3 if kind >= 19 else 2)  # last id (+ entries read)
             for _ in range(self._plain_length()):  # pending entries: id, delivery time, count
-                self._take(16 + 8)
+                self._skip(16 + 8)
                 self._plain_length()
             for _ in range(self._plain_length()):  # consumers
                 self._skip_string()
-                self._take(16 if kind >= 21 else 8)  # seen time (+ active time)
-                self._take(16 * self._plain_length())
+                self._skip(16 if kind >= 21 else 8)  # seen time (+ active time)
+                self._skip(16 * self._plain_length())
 
     def _skip_lengths(self, count: int) -> None:
         for _ in range(count):
@@ -256,7 +273,7 @@ class RdbEntryReader:
         elif opcode == OP_IDLE:
             self._plain_length()
         elif opcode == OP_FREQ:
-            self._take(1)
+            self._skip(1)
         elif opcode == OP_FUNCTION2:
             self._skip_string()  # a function library: not part of the keyspace
         else:
