@@ -18,14 +18,12 @@ import json
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO, Protocol
 
 import zstandard
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from servalsheets_backup.errors import IntegrityError
 from servalsheets_backup.format import envelope_v2
@@ -68,17 +66,12 @@ class ObjectDigest:
 
     def as_dict(self) -> dict[str, Any]:
         """Manifest form."""
-        return {
-            "plaintext_size": self.plaintext_size,
-            "plaintext_sha256": self.plaintext_sha256,
-            "stored_size": self.stored_size,
-            "stored_sha256": self.stored_sha256,
-        }
+        return asdict(self)
 
 
 def segment_key(data_key: bytes, salt: bytes) -> bytes:
     """Derive the AES-256-GCM segment key from the object's data key."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=SEGMENT_KEY_INFO).derive(data_key)
+    return envelope_v2.derive_segment_key(data_key, salt, SEGMENT_KEY_INFO)
 
 
 segment_nonce = envelope_v2.frame_nonce  # the same STREAM nonce in both versions

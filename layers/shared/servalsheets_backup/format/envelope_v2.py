@@ -17,7 +17,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 import zstandard
@@ -65,17 +65,17 @@ class ObjectDigestV2:
 
     def as_dict(self) -> dict[str, Any]:
         """Manifest form."""
-        return {
-            "plaintext_size": self.plaintext_size,
-            "stored_size": self.stored_size,
-            "segments": self.segments,
-            "tags_sha256": self.tags_sha256,
-        }
+        return asdict(self)
+
+
+def derive_segment_key(data_key: bytes, salt: bytes, info: bytes) -> bytes:
+    """HKDF-SHA256 of the object's data key: the AES-256-GCM segment key (``info`` names the version)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(data_key)
 
 
 def segment_key_v2(data_key: bytes, salt: bytes) -> bytes:
     """Derive the v2 AES-256-GCM segment key from the object's data key."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=SEGMENT_KEY_INFO_V2).derive(data_key)
+    return derive_segment_key(data_key, salt, SEGMENT_KEY_INFO_V2)
 
 
 def frame_nonce(prefix: bytes, counter: int, final: bool) -> bytes:
