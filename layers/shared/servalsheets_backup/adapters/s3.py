@@ -22,6 +22,12 @@ def crc64nvme(data: bytes | bytearray | memoryview, running: int = 0) -> int:
     return value
 
 
+def crc64nvme_combine(before: int, after: int, after_length: int) -> int:
+    """The CRC of two byte runs joined, from the CRC of each (no second pass over the bytes)."""
+    value: int = _CRC64NVME.combine(before, after, after_length)
+    return value
+
+
 def checksum_header(value: int) -> str:
     """A CRC64NVME as S3 sends and expects it: the 8 big-endian bytes, base64."""
     return base64.b64encode(value.to_bytes(8, "big")).decode("ascii")
@@ -99,7 +105,8 @@ class MultipartSink:
             self._upload_id = response["UploadId"]
         number = len(self._parts) + 1
         part_crc = crc64nvme(part)
-        self._crc = crc64nvme(part, self._crc)
+        self._crc = crc64nvme_combine(self._crc, part_crc, len(part))
+        part_checksum = checksum_header(part_crc)
         response = self._s3.upload_part(
             Bucket=self._bucket,
             Key=self._key,
@@ -107,10 +114,10 @@ class MultipartSink:
             PartNumber=number,
             Body=part,
             ChecksumAlgorithm=CHECKSUM_ALGORITHM,
-            ChecksumCRC64NVME=checksum_header(part_crc),
+            ChecksumCRC64NVME=part_checksum,
         )
         self._parts.append(
-            {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC64NVME": checksum_header(part_crc)}
+            {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC64NVME": part_checksum}
         )
 
     def close(self) -> None:

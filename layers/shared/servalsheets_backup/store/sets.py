@@ -20,10 +20,7 @@ from servalsheets_backup.errors import (
     IntegrityError,
     InvalidInputError,
 )
-from servalsheets_backup.format.envelope import (
-    keyring_resolver,
-    read_header,
-)
+from servalsheets_backup.format.envelope import keyring_resolver, read_header
 from servalsheets_backup.format.envelope_v2 import EnvelopeWriterV2
 from servalsheets_backup.format.keys import Keyring, encryption_context, fingerprint_key
 from servalsheets_backup.format.manifest import (

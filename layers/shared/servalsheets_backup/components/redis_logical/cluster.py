@@ -18,7 +18,7 @@ from contextlib import suppress
 
 import redis
 
-from servalsheets_backup.adapters.redis_client import connect, redact_url, redis_errors
+from servalsheets_backup.adapters.redis_client import connect, redact_url
 from servalsheets_backup.adapters.redis_cluster import ShardPlan, check_unchanged, discover_shards, node_url
 from servalsheets_backup.components.redis_logical.dump import ByteSink, DumpResult, dump_keys
 from servalsheets_backup.components.redis_logical.restore import Targets
@@ -63,15 +63,7 @@ def require_one_shard(url: str, purpose: str) -> None:
     SCAN, SYNC and a flush on one node see that node's slots only: a backup would silently miss
     the other shards' keys, and a restore would write into one shard of many.
     """
-    client = connect(url)
-    try:
-        with redis_errors(client, purpose):
-            enabled = int(client.info("cluster").get("cluster_enabled", 0))
-    finally:
-        client.close()
-    if not enabled:
-        return
-    plan = discover_shards(url)
+    plan = discover_shards(url)  # a standalone server is a plan of one shard
     if len(plan.shards) > 1:
         addresses = ", ".join(shard.address for shard in plan.shards)
         raise RedisBackupError(

@@ -139,7 +139,7 @@ class _Restorer:
 class Targets:
     """The primaries one restore writes to, and which of them owns a key.
 
-    A single server is ``Targets([client])``; a cluster (``cluster.cluster_targets``) lists one
+    A single server is ``Targets([client])``; a cluster (``cluster.ClusterTargets``) lists one
     client per primary and routes each key by its hash slot.
     """
 
