@@ -329,7 +329,7 @@ def invocation_key(folder: str, payload: dict[str, Any]) -> str:
     """Which state an invocation serves: the function folder, told apart where one serves several."""
     if folder == "finish_restore":
         return f"{folder}:{payload.get('outcome')}"
-    if folder == "snapshot":
+    if folder in ("snapshot", "dump_redis", "restore_redis"):
         return f"{folder}:{payload.get('action')}"
     if folder == "set_maintenance":
         after_rollback = "rollback" in (payload.get("job") or {})
@@ -351,7 +351,10 @@ class TransientOnce:
 
 
 class FailAlways:
-    """A ``before_invoke`` hook: every invocation of ``folders`` fails with a non-retryable error."""
+    """A ``before_invoke`` hook: every invocation of ``folders`` fails with a non-retryable error.
+
+    A folder may name one state of a function serving several (``invocation_key``: ``dump_redis:shard``).
+    """
 
     def __init__(self, *folders: str, message: str = "injected failure") -> None:
         self.folders = set(folders)
@@ -359,7 +362,7 @@ class FailAlways:
         self.calls = 0
 
     def __call__(self, folder: str, payload: dict[str, Any]) -> None:
-        if folder in self.folders:
+        if folder in self.folders or invocation_key(folder, payload) in self.folders:
             self.calls += 1
             raise RuntimeError(f"{self.message} ({folder})")
 
@@ -437,10 +440,12 @@ class Exercised:
     caught: dict[str, set[str]] = field(default_factory=dict)
 
     def add(self, events: list[dict[str, Any]]) -> None:
-        """Walk one execution's history (one state at a time: no Parallel or Map here)."""
+        """Walk one execution's history, one state at a time (a Map's iterations run one by one
+        here: the deployments under test have one Redis shard)."""
         state: str | None = None
         failures: list[str] = []
         attempts = 0
+        maps: list[str] = []
         for event in events:
             entered = event.get("stateEnteredEventDetails")
             if entered:
@@ -449,7 +454,15 @@ class Exercised:
                     self.caught.setdefault(state, set()).add(entered["name"])
                 state, failures, attempts = entered["name"], [], 0
                 self.entered.add(state)
+                if event["type"] == "MapStateEntered":
+                    maps.append(state)
                 continue
+            if event["type"] == "MapStateFailed" and maps:
+                # An iteration failed and with it the Map: the Map's own Catch decides what is next.
+                state, failures, attempts = maps.pop(), ["States.ALL"], 1
+                continue
+            if event["type"] == "MapStateSucceeded" and maps:
+                maps.pop()
             if event["type"] in ("LambdaFunctionScheduled", "TaskScheduled"):
                 attempts += 1
             failed = event.get("lambdaFunctionFailedEventDetails") or event.get("taskFailedEventDetails")
@@ -463,8 +476,12 @@ class Exercised:
 
 
 def asl_paths(definition: dict[str, Any]) -> tuple[set[str], dict[str, list[str]], dict[str, str]]:
-    """(every state, Task -> its Retry error names, Task -> its Catch target)."""
-    states = definition["States"]
+    """(every state, Task -> its Retry error names, Task -> its Catch target), Map iterations' states too."""
+    states = dict(definition["States"])
+    for state in definition["States"].values():
+        if state["Type"] == "Map":
+            inner = asl_paths(state["ItemProcessor"])
+            states.update({name: state["ItemProcessor"]["States"][name] for name in inner[0]})
     retries = {
         name: [error for retrier in state["Retry"] for error in retrier["ErrorEquals"]]
         for name, state in states.items()

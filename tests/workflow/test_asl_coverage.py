@@ -95,6 +95,9 @@ def _restore_runs(env: LocalEnvironment) -> None:
             assert run.entered.count("End maintenance window after rollback") == 1
     env.runner.before_invoke = chain(TransientOnce(), FailAlways("rollback_restore"))
     expect(run_restore(env, **request, fail_after="restore-redis"), "FAILED", "Restore and rollback failed")
+    for state in ("restore_redis:plan", "restore_redis:part"):  # the Map path's own Catch fields
+        env.runner.before_invoke = chain(TransientOnce(), FailAlways(state))
+        expect(run_restore(env, **request), "FAILED", "Restore failed and was rolled back")
 
     env.runner.before_invoke = None
     damaged = backed_up(env, "redis")
@@ -115,7 +118,9 @@ def _backup_runs(env: LocalEnvironment) -> None:
     for kind, folder in [
         ("config", "backup_config"),
         ("tokens", "backup_tokens"),
-        ("redis", "dump_redis"),
+        ("redis", "dump_redis:plan"),
+        ("redis", "dump_redis:shard"),
+        ("redis", "dump_redis:merge"),
         ("config", "finalize_backup"),
     ]:
         env.runner.before_invoke = chain(TransientOnce(), FailAlways(folder))
@@ -143,6 +148,11 @@ def _elasticache_runs(env: LocalEnvironment, runs: dict[str, Run]) -> None:
         request = {"backup": backup["backup_id"], "kinds": ["redis"], "target": target, **CONSOLE}
         run = expect(run_restore(env, **request), "SUCCEEDED", "Restore succeeded")
         assert "Wait for new cache" in run.entered
+        # ... and a failure seeding it is caught and rolled back
+        env.runner.before_invoke = FailAlways("restore_redis:None")
+        target = {"new_replication_group_id": "servalsheets-coverage-2"}
+        request = {**request, "target": target}
+        expect(run_restore(env, **request), "FAILED", "Restore failed and was rolled back")
         env.runner.before_invoke = None
 
         # A throttled CreateSnapshot (quota exceeded): its Retry should wait and try again
@@ -175,6 +185,16 @@ def _elasticache_runs(env: LocalEnvironment, runs: dict[str, Run]) -> None:
         env.runner.before_invoke = None
         install_services(env, elasticache_services(RdbExporter(env.production, corrupt=True)))
         expect(run_backup(env, EC_REQUEST), "FAILED", "Backup failed")
+
+
+def _rdb_stream_runs(env: LocalEnvironment) -> None:
+    """rdb-stream mode's own states: the one-invocation RDB dump, retried once, then caught."""
+    reset(env)
+    env.runner.before_invoke = TransientOnce()
+    expect(fire(env, "redis"), "SUCCEEDED", "Backup succeeded")
+    env.runner.before_invoke = FailAlways("dump_redis")
+    expect(fire(env, "redis"), "FAILED", "Backup failed")
+    env.runner.before_invoke = None
 
 
 def _serverless_runs(env: LocalEnvironment, runs: dict[str, Run]) -> None:
@@ -229,6 +249,13 @@ def exercised() -> Iterator[dict[str, Any]]:
                 found[name].add(events)
     finally:
         elasticache.close()
+    rdb_stream = start_environment(extra_parameters={"RedisMode": "rdb-stream"})
+    try:
+        _rdb_stream_runs(rdb_stream)
+        for events in histories(rdb_stream, "BackupStateMachine"):
+            found["backup"].add(events)
+    finally:
+        rdb_stream.close()
     serverless = start_environment(extra_parameters=SERVERLESS_PARAMETERS)
     try:
         _serverless_runs(serverless, found["runs"])

@@ -113,12 +113,13 @@ def test_logical_dump_continues_across_invocations_and_restores_completely(
     # When the redis backup runs
     run = fire(env, "redis")
 
-    # Then the dump state looped, one invocation per chunk, each chunk its own object
+    # Then the one shard's Map iteration looped, one invocation per chunk, each chunk its own object
     assert run.status == "SUCCEEDED", (run.error, run.message[:500])
-    dumps = run.entered.count("Dump Redis keys")
+    assert run.entered.count("Dump every shard") == 1
+    dumps = run.entered.count("Dump shard chunk")
     assert dumps > 1
-    assert run.entered.count("All keys dumped?") == dumps
-    pending = run.task_output("Dump Redis keys")
+    assert run.entered.count("Shard dumped?") == dumps
+    pending = run.task_output("Merge shard dumps")
     assert pending["redis_done"] is True and pending["redis_chunks"] == dumps
     ref = next(ref for ref in sets(env, "redis") if ref.backup_id == run.output["backup_id"])
     manifest = env.services().store.load_manifest(ref)

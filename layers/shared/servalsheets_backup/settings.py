@@ -28,6 +28,7 @@ ENV_REDIS_URL_SECRET_ID = "REDIS_URL_SECRET_ID"  # nosec B105
 ENV_REPLICATION_GROUP_ID = "ELASTICACHE_REPLICATION_GROUP_ID"
 ENV_SERVERLESS_CACHE_NAME = "ELASTICACHE_SERVERLESS_CACHE_NAME"
 ENV_REDIS_RETENTION_DAYS = "REDIS_RETENTION_DAYS"
+ENV_REDIS_SHARD_CONCURRENCY = "REDIS_SHARD_CONCURRENCY"
 # Token store
 ENV_TOKEN_STORE_PATH = "GOOGLE_TOKEN_STORE_PATH"  # nosec B105
 ENV_ENCRYPTION_KEY = "ENCRYPTION_KEY"
@@ -68,6 +69,7 @@ class Settings:
     replication_group_id: str | None = None
     serverless_cache_name: str | None = None
     redis_retention_days: int = 7
+    redis_shard_concurrency: int = 4  # shards a Map state dumps or restores at once
     token_store_path: str | None = None
     token_key: str | None = field(default=None, repr=False)
     token_key_secret_id: str | None = None
@@ -103,6 +105,9 @@ class Settings:
         retention = env.get(ENV_REDIS_RETENTION_DAYS, "7").strip() or "7"
         if not retention.isdigit() or int(retention) < 1:
             raise ConfigurationError(f"{ENV_REDIS_RETENTION_DAYS} must be a whole number of days >= 1")
+        concurrency = env.get(ENV_REDIS_SHARD_CONCURRENCY, "4").strip() or "4"
+        if not concurrency.isdigit() or not 1 <= int(concurrency) <= 40:
+            raise ConfigurationError(f"{ENV_REDIS_SHARD_CONCURRENCY} must be a whole number from 1 to 40")
         parameter_path = env.get(ENV_CONFIG_PARAMETER_PATH) or None
         if parameter_path and not parameter_path.startswith("/"):
             raise ConfigurationError(f"{ENV_CONFIG_PARAMETER_PATH} must start with '/'")
@@ -119,6 +124,7 @@ class Settings:
             replication_group_id=env.get(ENV_REPLICATION_GROUP_ID) or None,
             serverless_cache_name=env.get(ENV_SERVERLESS_CACHE_NAME) or None,
             redis_retention_days=int(retention),
+            redis_shard_concurrency=int(concurrency),
             token_store_path=env.get(ENV_TOKEN_STORE_PATH) or None,
             token_key=env.get(ENV_ENCRYPTION_KEY) or env.get(ENV_TOKEN_STORE_KEY) or None,
             token_key_secret_id=env.get(ENV_TOKEN_KEY_SECRET_ID) or None,

@@ -25,6 +25,7 @@ from servalsheets_backup.format.redis_slots import (
     SlotRange,
     format_ranges,
     normalise_ranges,
+    parse_ranges,
     uncovered_slots,
 )
 
@@ -94,6 +95,26 @@ class ShardPlan:
             "keys": self.keys,
             "signature": self.signature(),
         }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> ShardPlan:
+        """The plan ``as_dict`` wrote (carried between invocations); ``ValueError`` if it was altered."""
+        shards = tuple(
+            Shard(
+                int(item["index"]),
+                str(item["node_id"]),
+                str(item["address"]).rpartition(":")[0].strip("[]"),
+                int(str(item["address"]).rpartition(":")[2]),
+                tuple(parse_ranges(str(item["slots"]))),
+                int(item["keys"]),
+                int(item["replicas"]),
+            )
+            for item in raw["shards"]
+        )
+        plan = cls(str(raw["mode"]), shards)
+        if plan.signature() != raw.get("signature"):
+            raise ValueError("the shard plan does not match its signature: pass it on unchanged")
+        return plan
 
 
 def node_url(url: str, host: str, port: int) -> str:

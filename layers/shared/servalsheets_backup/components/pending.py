@@ -27,9 +27,12 @@ class PendingSet:
     objects: list[dict[str, Any]] = field(default_factory=list)
     components: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
-    redis_cursor: int = 0
     redis_chunks: int = 0
     redis_done: bool = False
+    # Logical mode: the shards behind REDIS_URL (ShardPlan.as_dict) and, when the shards are
+    # dumped one after another in one driver, each one's progress (ShardDump.to_dict).
+    redis_plan: dict[str, Any] | None = None
+    redis_shards: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for the state machine."""
@@ -72,9 +75,10 @@ _PENDING_TYPES: dict[str, type | tuple[type, ...]] = {
     "objects": list,
     "components": dict,
     "source": dict,
-    "redis_cursor": int,
     "redis_chunks": int,
     "redis_done": bool,
+    "redis_plan": (dict, type(None)),
+    "redis_shards": list,
 }
 
 

@@ -59,3 +59,14 @@ def uncovered_slots(shard_ranges: Sequence[Sequence[SlotRange]]) -> tuple[list[S
 def format_ranges(ranges: Iterable[SlotRange]) -> str:
     """``0-5460,10923`` for messages and manifests."""
     return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
+
+
+def parse_ranges(text: str) -> list[SlotRange]:
+    """The inverse of ``format_ranges``; ``ValueError`` naming the token that is not a range."""
+    ranges: list[SlotRange] = []
+    for token in filter(None, text.split(",")):
+        first, _, last = token.partition("-")
+        if not first.isdigit() or not (last or first).isdigit():
+            raise ValueError(f"{token[:20]!r} is not a slot or a slot range such as 0-5460")
+        ranges.append((int(first), int(last or first)))
+    return normalise_ranges(ranges)

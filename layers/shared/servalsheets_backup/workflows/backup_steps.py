@@ -112,14 +112,42 @@ def add_tokens(services: Services, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def dump_redis(services: Services, event: dict[str, Any], deadline: float | None) -> dict[str, Any]:
-    """Dump one chunk of keys, or stream the whole RDB snapshot (the state machine loops until
-    ``redis_done``)."""
+    """One step of the Redis dump, chosen by ``action``.
+
+    - ``plan``: discover the shards (``{"pending", "shards", "max_concurrency"}`` for the Map);
+    - ``shard``: dump one chunk of ``shard`` (a Map iteration loops until ``shard.done``);
+    - ``merge``: merge the Map's shard dumps into the pending set (``redis_done``);
+    - none: in rdb-stream mode the server's whole RDB snapshot, in logical mode one chunk of the
+      shards one after another (the state machine loops until ``redis_done``).
+    """
+    action = event.get("action")
+    if action not in DUMP_ACTIONS:
+        raise InvalidInputError(f"the dump step's 'action' must be one of {', '.join(DUMP_ACTIONS[1:])}")
     pending = _pending(event, services)
+    if action == "plan":
+        shards = redis_logical.plan_shards(services, pending)
+        return {
+            "pending": pending.to_dict(),
+            "shards": [shard.to_dict() for shard in shards],
+            "max_concurrency": services.settings.redis_shard_concurrency,
+        }
+    if action == "shard":
+        shard = redis_logical.ShardDump.from_dict(event.get("shard"))
+        return redis_logical.dump_shard_chunk(services, pending, shard, deadline).to_dict()
+    if action == "merge":
+        dumps = event.get("shards")
+        if not isinstance(dumps, list):
+            raise InvalidInputError("the merge step needs 'shards': the Map state's list of shard dumps")
+        shards = [redis_logical.ShardDump.from_dict(raw) for raw in dumps]
+        return redis_logical.finish_shards(services, pending, shards).to_dict()
     if services.settings.redis_mode == "rdb-stream":
         from servalsheets_backup.components import redis_rdb_stream
 
         return redis_rdb_stream.add_rdb_stream(services, pending).to_dict()
     return redis_logical.add_logical_chunk(services, pending, deadline).to_dict()
+
+
+DUMP_ACTIONS = (None, "plan", "shard", "merge")
 
 
 def _snapshot_name(event: dict[str, Any], step: str) -> str:

@@ -1,19 +1,20 @@
 """The ``redis`` component in logical mode: SCAN + DUMP + PTTL backups and RESTORE restores.
 
-Works against any Redis the functions can reach (self-managed, or the primary of a non-cluster
-ElastiCache replication group; the state machines refuse a cluster of several primaries): one
-flat keyspace, db 0 as in ServalSheets. DUMP payloads are Redis's own serialisation, so every
+Works against any Redis the functions can reach: a standalone server (self-managed, or the
+primary of a non-cluster ElastiCache replication group) or every primary of a Redis Cluster,
+db 0 as in ServalSheets. DUMP payloads are Redis's own serialisation, so every
 type (string, hash, list, set, sorted set, stream, module types) is carried unchanged. Nothing
 here encrypts: the dump writes the plaintext record stream of ``format.redis_stream`` to a sink
 (in production an ``EnvelopeWriter``), and the restore reads plaintext chunks (from
 ``decrypt_stream``).
 
-- ``component``: one backup step, one object ``redis/dump-NNNN`` per invocation, continued from
-  the saved SCAN cursor;
+- ``component``: the backup steps: shards planned, one object per shard and invocation
+  (``redis/dump-NNNN``, ``redis/dump-sSS-NNNN`` on a cluster) continued from the shard's SCAN
+  cursor, and the shards' dumps merged;
 - ``dump``: ``dump_keys`` (two batches in flight, compression and encryption on a second thread);
 - ``restore``: ``restore_records`` and its dry run ``plan_restore``;
 - ``cluster``: per-shard dumps, slot-routed restore targets, and ``require_one_shard``, which
-  refuses a sharded cluster where one server's keys would be handled;
+  refuses a sharded cluster where one server's stream would be read (rdb-stream mode);
 - ``verify``: ``count_keys_by_prefix`` and ``compare_sample`` for the restore's verification.
 
 The names below are imported on first use (PEP 562), so a handler that never touches Redis
@@ -30,9 +31,17 @@ if TYPE_CHECKING:
     from servalsheets_backup.components.redis_logical.cluster import (
         ClusterTargets,
         dump_shard,
+        flush_every_primary,
         require_one_shard,
     )
-    from servalsheets_backup.components.redis_logical.component import CHUNK_PREFIX, add_logical_chunk
+    from servalsheets_backup.components.redis_logical.component import (
+        CHUNK_PREFIX,
+        ShardDump,
+        add_logical_chunk,
+        dump_shard_chunk,
+        finish_shards,
+        plan_shards,
+    )
     from servalsheets_backup.components.redis_logical.dump import ByteSink, DumpResult, WriteBehind, dump_keys
     from servalsheets_backup.components.redis_logical.restore import (
         MODES,
@@ -51,9 +60,14 @@ _HOMES = {
     "redact_url": "servalsheets_backup.adapters.redis_client",
     "ClusterTargets": f"{__name__}.cluster",
     "dump_shard": f"{__name__}.cluster",
+    "flush_every_primary": f"{__name__}.cluster",
     "require_one_shard": f"{__name__}.cluster",
     "CHUNK_PREFIX": f"{__name__}.component",
     "add_logical_chunk": f"{__name__}.component",
+    "ShardDump": f"{__name__}.component",
+    "dump_shard_chunk": f"{__name__}.component",
+    "finish_shards": f"{__name__}.component",
+    "plan_shards": f"{__name__}.component",
     "ByteSink": f"{__name__}.dump",
     "DumpResult": f"{__name__}.dump",
     "WriteBehind": f"{__name__}.dump",
@@ -74,6 +88,7 @@ __all__ = [
     "MODES",
     "RestoreResult",
     "SampleComparison",
+    "ShardDump",
     "WriteBehind",
     "add_logical_chunk",
     "compare_sample",
@@ -81,7 +96,11 @@ __all__ = [
     "count_keys_by_prefix",
     "dump_keys",
     "dump_shard",
+    "dump_shard_chunk",
+    "finish_shards",
+    "flush_every_primary",
     "plan_restore",
+    "plan_shards",
     "redact_url",
     "require_one_shard",
     "restore_records",

@@ -18,7 +18,7 @@ from contextlib import suppress
 
 import redis
 
-from servalsheets_backup.adapters.redis_client import connect, redact_url
+from servalsheets_backup.adapters.redis_client import connect, redact_url, redis_errors
 from servalsheets_backup.adapters.redis_cluster import ShardPlan, check_unchanged, discover_shards, node_url
 from servalsheets_backup.components.redis_logical.dump import ByteSink, DumpResult, dump_keys
 from servalsheets_backup.components.redis_logical.restore import Targets
@@ -60,17 +60,16 @@ def dump_shard(
 def require_one_shard(url: str, purpose: str) -> None:
     """Refuse a Redis Cluster of several primaries where only one server's keys would be handled.
 
-    SCAN, SYNC and a flush on one node see that node's slots only: a backup would silently miss
-    the other shards' keys, and a restore would write into one shard of many.
+    SYNC on one node streams that node's slots only: an rdb-stream backup would silently miss
+    the other shards' keys. Logical mode dumps every shard and is the mode to use instead.
     """
     plan = discover_shards(url)  # a standalone server is a plan of one shard
     if len(plan.shards) > 1:
         addresses = ", ".join(shard.address for shard in plan.shards)
         raise RedisBackupError(
             f"{purpose}: the Redis at {redact_url(url)} is a Redis Cluster of {len(plan.shards)} "
-            f"primaries ({addresses}); this step reads and writes one server, so it would miss the "
-            "other shards' keys. Sharded clusters are not supported by the backup and restore state "
-            "machines yet: point REDIS_URL at a standalone server or a single-primary cluster"
+            f"primaries ({addresses}); this step reads one server, so it would miss the other "
+            "shards' keys. Use RedisMode=logical, which backs up and restores every shard"
         )
 
 
@@ -101,3 +100,12 @@ class ClusterTargets:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def flush_every_primary(url: str) -> int:
+    """FLUSHDB on every primary behind ``url`` (one for a standalone server); returns how many."""
+    with ClusterTargets(url) as cluster:
+        for client in cluster.targets.clients:
+            with redis_errors(client, "redis flush"):
+                client.flushdb()
+        return len(cluster.targets.clients)

@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from servalsheets_backup.adapters.redis_client import DUMP_PTTL, open_wire, redis_errors
+from servalsheets_backup.components.redis_logical.restore import Targets
 from servalsheets_backup.errors import InvalidInputError
 from servalsheets_backup.format.dump_payload import same_value
 from servalsheets_backup.format.redis_keys import compile_patterns, key_prefix
@@ -19,17 +20,19 @@ from servalsheets_backup.format.redis_stream import DEFAULT_SUBJECT, Record, Rec
 
 
 def count_keys_by_prefix(
-    client: redis.Redis, *, match: str | None = None, scan_count: int = 1000
+    client: redis.Redis | Targets, *, match: str | None = None, scan_count: int = 1000
 ) -> dict[str, int]:
-    """Count the keys of a live server per ServalSheets prefix with SCAN (never KEYS).
+    """Count the keys of a live server (or of every primary of ``Targets``) per ServalSheets
+    prefix with SCAN (never KEYS).
 
     SCAN can report a key twice while the server resizes its tables, so on a busy server
     the counts are approximate; on a quiet restore target they are exact.
     """
     counts: Counter[str] = Counter()
-    with redis_errors(client, "count keys"):
-        for key in client.scan_iter(match=match, count=scan_count):
-            counts[key_prefix(key if isinstance(key, bytes) else str(key).encode())] += 1
+    for node in client.clients if isinstance(client, Targets) else [client]:
+        with redis_errors(node, "count keys"):
+            for key in node.scan_iter(match=match, count=scan_count):
+                counts[key_prefix(key if isinstance(key, bytes) else str(key).encode())] += 1
     return dict(counts)
 
 
@@ -68,7 +71,7 @@ class SampleComparison:
 
 def compare_sample(
     chunks: Iterable[bytes],
-    target: redis.Redis,
+    target: redis.Redis | Targets,
     *,
     now_ms: int,
     sample_size: int = 200,
@@ -111,13 +114,26 @@ def compare_sample(
             slot = rng.randrange(report.eligible)
             if slot < sample_size:
                 sample[slot] = record
-    with redis_errors(target, "compare sample"), open_wire(target) as wire:
-        wire.send(b"".join(DUMP_PTTL % (len(k), k, len(k), k) for k, _, _ in sample))
-        flat = wire.read_many(2 * len(sample))
-    replies = list(zip(flat[0::2], flat[1::2], strict=True))
+    replies = _dump_sample(target if isinstance(target, Targets) else Targets([target]), sample)
     drift = int((time.monotonic() - started) * 1000)
     _judge_sample(report, sample, replies, elapsed + drift, ttl_tolerance_ms)
     return report
+
+
+def _dump_sample(targets: Targets, sample: list[Record]) -> list[tuple[Any, Any]]:
+    """DUMP and PTTL of each sampled key, asked of the primary that owns it."""
+    by_node: dict[int, list[int]] = {}
+    for position, (key, _, _) in enumerate(sample):
+        by_node.setdefault(targets.owner(key) if targets.owner else 0, []).append(position)
+    replies: list[tuple[Any, Any]] = [(None, None)] * len(sample)
+    for node, positions in by_node.items():
+        client = targets.clients[node]
+        with redis_errors(client, "compare sample"), open_wire(client) as wire:
+            wire.send(b"".join(DUMP_PTTL % (len(k), k, len(k), k) for k in (sample[p][0] for p in positions)))
+            flat = wire.read_many(2 * len(positions))
+        for position, payload, ttl in zip(positions, flat[0::2], flat[1::2], strict=True):
+            replies[position] = (payload, ttl)
+    return replies
 
 
 def _judge_sample(

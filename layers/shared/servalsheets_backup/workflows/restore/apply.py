@@ -11,6 +11,7 @@ from servalsheets_backup.errors import (
     InvalidInputError,
     RestoreVerificationError,
 )
+from servalsheets_backup.format.manifest import ObjectEntry
 from servalsheets_backup.services import Services
 from servalsheets_backup.workflows.restore.common import (
     is_isolated,
@@ -215,18 +216,32 @@ def restore_redis_from(
     deadline: float | None,
 ) -> None:
     """RESTORE one set's dump chunks (the job's source, or ``source``) into ``services``' Redis,
-    resumable through ``cursor``."""
-    manifest = job_manifest(services, job, source)
-    chunks = manifest.objects_of("redis")
-    client = redis_logical.connect(services.redis_url())
-    try:
-        if mode == "replace" and not cursor.flushed:
-            client.flushdb()  # only ever reached after the safety backup has been committed
-            cursor.flushed = True
+    every primary of it, resumable through ``cursor``."""
+    chunks = job_manifest(services, job, source).objects_of("redis")
+    if mode == "replace" and not cursor.flushed:
+        # only ever reached after the safety backup has been committed
+        redis_logical.flush_every_primary(services.redis_url())
+        cursor.flushed = True
+    restore_chunks(services, job, cursor, chunks, source, mode, patterns, deadline)
+
+
+def restore_chunks(
+    services: Services,
+    job: RestoreJob,
+    cursor: ChunkCursor,
+    chunks: list[ObjectEntry],
+    source: SourceSet | None,
+    mode: str,
+    patterns: list[str] | None,
+    deadline: float | None,
+) -> None:
+    """RESTORE ``chunks`` from ``cursor`` on, each key into the primary owning its slot; ``cursor.done``
+    once the last is complete."""
+    with redis_logical.ClusterTargets(services.redis_url()) as cluster:
         while cursor.chunk < len(chunks):
             entry = chunks[cursor.chunk]
             result = redis_logical.restore_records(
-                client,
+                cluster.targets,
                 redis_records(services, job, entry, source),
                 now_ms=int(services.clock() * 1000),
                 mode=mode,
@@ -235,18 +250,17 @@ def restore_redis_from(
                 deadline=deadline,
                 subject=entry.name,
             )
-            _add_totals(cursor.totals, result.as_dict())
+            add_totals(cursor.totals, result.as_dict())
             if not result.complete:
                 cursor.records = result.records_processed
                 return
             cursor.chunk += 1
             cursor.records = 0
-        cursor.done = True
-    finally:
-        client.close()
+    cursor.done = True
 
 
-def _add_totals(totals: dict[str, Any], result: dict[str, Any]) -> None:
+def add_totals(totals: dict[str, Any], result: dict[str, Any]) -> None:
+    """Add one restore's counts (``RestoreResult.as_dict`` or earlier totals) into ``totals``."""
     for name in ("restored", "skipped_expired", "skipped_pattern", "kept_existing"):
         totals[name] = totals.get(name, 0) + int(result[name])
     prefixes = totals.setdefault("prefix_counts", {})

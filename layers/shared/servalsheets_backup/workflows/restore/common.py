@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from servalsheets_backup.components import redis_logical
 from servalsheets_backup.errors import (
@@ -38,10 +38,13 @@ APP_READY_INTERVAL_SECONDS = 15
 ISOLATING_TARGET_FIELDS = ("redis_url", "redis_url_secret_id", "token_store_path", "secret_prefix")
 
 
+_StepResult = TypeVar("_StepResult")
+
+
 COUNT_WINDOW_MS = 10_000  # how long counting the keys of a restored target may take
 
 
-def renews_lock(step: Callable[..., RestoreJob]) -> Callable[..., RestoreJob]:
+def renews_lock(step: Callable[..., _StepResult]) -> Callable[..., _StepResult]:
     """Extend the run's restore lock before ``step`` (re-entrant for its owner).
 
     A long restore then keeps its exclusion however long it runs, while a run that died still
@@ -49,7 +52,7 @@ def renews_lock(step: Callable[..., RestoreJob]) -> Callable[..., RestoreJob]:
     """
 
     @functools.wraps(step)
-    def renewed(services: Services, job: RestoreJob, *args: Any) -> RestoreJob:
+    def renewed(services: Services, job: RestoreJob, *args: Any) -> _StepResult:
         services.state.acquire(job.lock, job.owner)
         return step(services, job, *args)
 
@@ -162,12 +165,9 @@ def iso_ms(ms: int) -> str:
 
 
 def flush_target(services: Services) -> None:
-    """FLUSHDB on the target Redis: a rollback before it replays the safety set, or a scratch clean-up."""
-    client = redis_logical.connect(services.redis_url())
-    try:
-        client.flushdb()
-    finally:
-        client.close()
+    """FLUSHDB on every primary of the target Redis: a rollback before it replays the safety set,
+    or a scratch clean-up."""
+    redis_logical.flush_every_primary(services.redis_url())
 
 
 def elapsed_since(start: float) -> float:

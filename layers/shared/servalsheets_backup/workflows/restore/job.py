@@ -14,7 +14,7 @@ that every field a Choice state reads is declared here.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,6 +24,9 @@ from servalsheets_backup.workflows.requests import RestoreTarget
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+_RecordT = TypeVar("_RecordT", bound=_Record)
 
 
 class SourceSet(_Record):
@@ -63,12 +66,27 @@ class SafetyProgress(_Record):
     set: SourceSet | None = None
 
 
+class RestorePart(ChunkCursor):
+    """One iteration of the logical restore's Map: a source shard's objects, restored in order.
+
+    ``chunk`` indexes ``objects`` (names of the set's Redis objects); ``done`` ends the iteration.
+    """
+
+    index: int
+    objects: list[str]
+
+
 class RedisProgress(ChunkCursor):
     """The Redis step: ``done`` when every chunk is restored, ``waiting`` while a new cache starts.
 
-    Logical restores move the chunk cursor; ElastiCache restores move ``phase`` (creating,
-    available) and record the REDIS_URL secret versions a rollback puts back.
+    Logical restores are planned into ``parts`` (one per source shard) that the state machine's
+    Map restores side by side, at most ``max_concurrency`` at once, into every primary of the
+    target; ElastiCache restores move ``phase`` (creating, available) and record the REDIS_URL
+    secret versions a rollback puts back.
     """
+
+    parts: list[RestorePart] = Field(default_factory=list)
+    max_concurrency: int | None = None
 
     waiting: bool = False
     phase: Literal["creating", "available"] | None = None
@@ -126,6 +144,17 @@ def parse_job(raw: Any) -> RestoreJob:
         fields = sorted({".".join(str(part) for part in error["loc"]) or "job" for error in exc.errors()})
         raise InvalidInputError(
             f"the 'job' returned by prepare_restore is malformed ({', '.join(fields)}): pass it on unchanged"
+        ) from None
+
+
+def parse_record(model: type[_RecordT], raw: Any, name: str) -> _RecordT:
+    """Validate one progress record a step receives beside the job (a Map iteration's ``part``)."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(part) for part in error["loc"]) or name for error in exc.errors()})
+        raise InvalidInputError(
+            f"the {name!r} the state machine passed is malformed ({', '.join(fields)}): pass it on unchanged"
         ) from None
 
 

@@ -124,12 +124,15 @@ def _preflight_redis(services: Services, job: RestoreJob, manifest: Manifest) ->
                 f"key pattern {pattern!r} matches no key in backup "
                 f"{job.source.backup_id}; fix the pattern (Redis glob syntax)"
             )
-    # Before anything is written: a restore into one node of a sharded cluster would be partial.
-    redis_logical.require_one_shard(services.redis_url(), "restore preflight")
+    from servalsheets_backup.adapters.redis_cluster import discover_shards
+
+    # Every primary of the target takes keys: the slot layout is read now, before anything is written.
+    target_plan = discover_shards(services.redis_url())
     client = redis_logical.connect(services.redis_url())
     try:
         totals["target_endpoint"] = redis_logical.redact_url(services.redis_url())
-        totals["target_keys_now"] = int(client.dbsize())
+        totals["target_keys_now"] = target_plan.keys
+        totals["target_shards"] = len(target_plan.shards)
         totals["target_version"] = str(client.info("server").get("redis_version", ""))
     finally:
         client.close()

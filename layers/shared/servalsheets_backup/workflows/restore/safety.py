@@ -103,11 +103,10 @@ def _capture_small(
 
 
 def _redis_empty(services: Services) -> bool:
-    client = redis_logical.connect(services.redis_url())
-    try:
-        return int(client.dbsize()) == 0
-    finally:
-        client.close()
+    """True when no primary of the target holds a key."""
+    from servalsheets_backup.adapters.redis_cluster import discover_shards
+
+    return discover_shards(services.redis_url()).keys == 0
 
 
 def _commit_safety(

@@ -73,9 +73,12 @@ def verify(services: Services, job: RestoreJob) -> RestoreJob:
 
 
 def _verify_redis(services: Services, job: RestoreJob, manifest: Manifest) -> list[Check]:
-    client = redis_logical.connect(services.redis_url())
-    try:
-        checks = [Check("redis PING", bool(client.ping()))]
+    """PING every primary, count keys per prefix over all of them, and sample values on their owners."""
+    with redis_logical.ClusterTargets(services.redis_url()) as cluster:
+        client = cluster.targets
+        shards = cluster.plan.shards
+        pings = [bool(node.ping()) for node in client.clients]
+        checks = [Check("redis PING", all(pings), f"{sum(pings)}/{len(pings)} primaries answered")]
         # Keys keep expiring after the restore: the count must lie between the keys of the backup
         # still alive now and those still alive once the count has finished. One pass over the
         # dump gives both, for a count that ends within COUNT_WINDOW_MS; a slower count needs
@@ -100,12 +103,15 @@ def _verify_redis(services: Services, job: RestoreJob, manifest: Manifest) -> li
             if not differing
             else f"{len(differing)} prefixes differ: {differing[:5]}"
         )
+        if len(shards) > 1:
+            sizes = [int(node.dbsize()) for node in client.clients]
+            detail += "; keys per shard: " + ", ".join(
+                f"{shard.address}={size}" for shard, size in zip(shards, sizes, strict=True)
+            )
         checks.append(Check("redis key counts per prefix", not differing, detail))
         if job.mode != "missing-only":
             checks.append(_sample_check(services, job, manifest, client))
         return checks
-    finally:
-        client.close()
 
 
 def _alive_by_prefix(
