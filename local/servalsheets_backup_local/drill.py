@@ -7,7 +7,9 @@ Scenarios exercise the runbook's other restore cases; ``elasticache-serverless``
 RedisMode=elasticache and an ElastiCache Serverless cache, played by a stand-in (moto has none)
 whose caches are real redis-servers and whose snapshots are real RDB files; ``rdb-stream`` deploys
 with RedisMode=rdb-stream, so Redis is backed up as the server's own RDB snapshot over the
-replication protocol and restored key by key from it. Everything started is stopped by pid.
+replication protocol and restored key by key from it; ``cluster`` backs up a 3-shard Redis Cluster
+(real cluster-enabled redis-servers) through the state machines' Map states, destroys it and
+restores into a fresh 2-shard cluster. Everything started is stopped by pid.
 """
 
 from __future__ import annotations
@@ -34,7 +36,16 @@ from .testing.environment import (
     LocalEnvironment,
     start_environment,
 )
-from .testing.keyspace import FAILURES, Keyspace, capture_after, capture_keyspace, compare_keyspaces, prefixes
+from .testing.keyspace import (
+    FAILURES,
+    Keyspace,
+    capture_after,
+    capture_keyspace,
+    capture_with,
+    compare_keyspaces,
+    prefixes,
+)
+from .testing.redis_cluster import RedisCluster, start_redis_cluster
 from .testing.servalsheets_state import SeededState, redis_snapshot, seed_state
 from .testing.serverless_standin import ServerlessCacheStandIn
 
@@ -55,6 +66,9 @@ SCENARIO_PARAMETERS = {
     },
     "rdb-stream": {"RedisMode": "rdb-stream"},
 }
+# The cluster scenario: backed up from this many primaries, restored into a fresh cluster of the other.
+CLUSTER_SOURCE_SHARDS = 3
+CLUSTER_TARGET_SHARDS = 2
 # The stand-in finishes snapshots and exports at once; the schedules' 30 s polls need not be real.
 STAND_IN_WAIT_SECONDS = 0.2
 
@@ -68,6 +82,7 @@ class ScenarioRun:
     report: DrillReport
     say: Callable[[str], None]
     serverless: ServerlessCacheStandIn | None = None
+    clusters: list[RedisCluster] | None = None  # the cluster scenario's; stopped by run_drill
 
 
 def run_drill(
@@ -85,15 +100,23 @@ def run_drill(
     say("starting moto, two redis-servers and the application stand-in on 127.0.0.1")
     environment = start_environment(with_app=True, extra_parameters=SCENARIO_PARAMETERS.get(scenario))
     serverless = None
+    clusters: list[RedisCluster] = []
     try:
         _describe_environment(environment, report)
         if scenario == "elasticache-serverless":
             serverless = _install_serverless_stand_in(environment, report)
+        seed_into = None
+        if scenario == "cluster":
+            say(
+                f"starting a {CLUSTER_SOURCE_SHARDS}-shard Redis Cluster on 127.0.0.1; REDIS_URL points at it"
+            )
+            clusters.append(_start_cluster(environment, report, CLUSTER_SOURCE_SHARDS, "source"))
+            seed_into = clusters[0].client()
         say(f"seeding {keys} Redis keys, the token store and configuration")
-        seeded = seed_state(environment, keys)
+        seeded = seed_state(environment, keys, redis_client=seed_into)
         say("running every backup schedule as EventBridge would")
         _run_backups(environment, kinds, report)
-        _SCENARIO_RUNNERS[scenario](ScenarioRun(environment, seeded, report, say, serverless))
+        _SCENARIO_RUNNERS[scenario](ScenarioRun(environment, seeded, report, say, serverless, clusters))
         if keep is not None:
             keep(environment)
     except Exception as exc:  # the report says what failed; the processes are stopped below
@@ -101,8 +124,26 @@ def run_drill(
     finally:
         if serverless is not None:
             serverless.close()
+        for cluster in clusters:
+            cluster.stop()
         environment.close()
     return report
+
+
+def _start_cluster(
+    environment: LocalEnvironment, report: DrillReport, shards: int, role: str
+) -> RedisCluster:
+    """A fresh Redis Cluster of ``shards`` primaries; the REDIS_URL secret is pointed at it."""
+    cluster = start_redis_cluster(shards)
+    environment.client("secretsmanager").put_secret_value(
+        SecretId=REDIS_SECRET, SecretString=json.dumps({"REDIS_URL": cluster.url})
+    )
+    report.environment[f"redis_cluster_{role}"] = {
+        "primaries": shards,
+        "ports": [node.port for node in cluster.nodes],
+        "pids": [node.pid for node in cluster.nodes],
+    }
+    return cluster
 
 
 def _install_serverless_stand_in(
@@ -160,6 +201,11 @@ def _record_backup(environment: LocalEnvironment, report: DrillReport, schedule:
             f"{schedule} failed: {description.get('error')} {description.get('cause', '')[:300]}"
         )
     result = json.loads(description["output"])
+    entered = [
+        event["stateEnteredEventDetails"]["name"]
+        for event in environment.history(description["executionArn"])
+        if "stateEnteredEventDetails" in event
+    ]
     report.backups.append(
         {
             "kind": result["kind"],
@@ -167,6 +213,7 @@ def _record_backup(environment: LocalEnvironment, report: DrillReport, schedule:
             "size_bytes": result["size_bytes"],
             "duration_seconds": seconds,
             "items": result["items"],
+            "redis_shards_dumped": entered.count("Shard dumped"),
         }
     )
     report.check(
@@ -186,6 +233,10 @@ def _disaster(environment: LocalEnvironment) -> None:
         client.flushall()
     finally:
         client.close()
+    _lose_files_and_secret(environment)
+
+
+def _lose_files_and_secret(environment: LocalEnvironment) -> None:
     environment.token_path.unlink()
     environment.client("secretsmanager").put_secret_value(
         # bandit B105: a value the drill writes to simulate a disaster, not a credential.
@@ -206,15 +257,16 @@ def _restore(environment: LocalEnvironment, request: dict[str, Any], report: Dri
 
 
 def _steps(environment: LocalEnvironment, arn: str) -> list[dict[str, Any]]:
-    entered: dict[str, Any] = {}
+    # A Map's iterations enter the same states side by side: each exit closes the earliest entry.
+    entered: dict[str, list[Any]] = {}
     steps: list[dict[str, Any]] = []
     for event in environment.history(arn):
         details = event.get("stateEnteredEventDetails")
         if details:
-            entered[details["name"]] = event["timestamp"]
+            entered.setdefault(details["name"], []).append(event["timestamp"])
         details = event.get("stateExitedEventDetails")
-        if details and details["name"] in entered:
-            seconds = (event["timestamp"] - entered.pop(details["name"])).total_seconds()
+        if details and entered.get(details["name"]):
+            seconds = (event["timestamp"] - entered[details["name"]].pop(0)).total_seconds()
             steps.append({"state": details["name"], "seconds": round(seconds, 3)})
     return steps
 
@@ -262,6 +314,63 @@ def _scenario_rdb_stream(run: ScenarioRun) -> None:
         "redis and full backups hold the server's RDB stream", modes == ["rdb-stream"] * 2, str(modes)
     )
     _scenario_full_restore(run)
+
+
+def _scenario_cluster(run: ScenarioRun) -> None:
+    environment, report, say = run.environment, run.report, run.say
+    if not run.clusters:
+        raise RuntimeError("the cluster scenario needs the cluster run_drill starts")
+    source = run.clusters[0]
+    store = environment.services().store
+    for backup in (b for b in report.backups if b["kind"] in ("redis", "full")):
+        summary = store.load_manifest(store.find(backup["backup_id"], backup["kind"])).components["redis"]
+        listed = [(shard["address"], shard["slots"]) for shard in summary.get("shards", [])]
+        report.check(
+            f"{backup['kind']} backup: the Map dumped each of the {CLUSTER_SOURCE_SHARDS} shards, "
+            "the manifest lists each with its slots",
+            backup["redis_shards_dumped"] == CLUSTER_SOURCE_SHARDS == len(listed)
+            and summary.get("topology") == "cluster",
+            "; ".join(f"{address} {slots}" for address, slots in listed),
+        )
+    with source.client() as client:
+        before = capture_with(client)
+    before_secret = environment.client("secretsmanager").get_secret_value(SecretId=ENV_SECRET)["SecretString"]
+    tokens = environment.token_path.read_bytes()
+    say(
+        f"simulating the disaster: the {CLUSTER_SOURCE_SHARDS}-shard cluster destroyed, token file "
+        "deleted, a secret overwritten"
+    )
+    source.stop()
+    _lose_files_and_secret(environment)
+    say(f"starting a fresh {CLUSTER_TARGET_SHARDS}-shard cluster; restoring into it (console-style input)")
+    target = _start_cluster(environment, report, CLUSTER_TARGET_SHARDS, "target")
+    run.clusters.append(target)
+    description = _restore(environment, _console_input(), report)
+    _expect_success(description, report)
+    parts = sum(1 for step in report.steps if step["state"] == "Shard restored")
+    report.check(
+        "the restore's Map restored one part per source shard",
+        parts == CLUSTER_SOURCE_SHARDS
+        and any(step["state"] == "Restore every shard" for step in report.steps),
+        f"{parts} parts",
+    )
+    say("verifying every key, value and TTL on the new cluster independently (redis-py's cluster client)")
+    with target.client() as client:
+        after = capture_with(client, before)
+    _judge_redis(before, after, report, expected_subset=None)
+    per_node = [_dbsize(node.url) for node in target.nodes]
+    report.check(
+        "every primary of the new cluster holds keys", all(per_node), f"keys per primary: {per_node}"
+    )
+    report.check("token store restored byte for byte", environment.token_path.read_bytes() == tokens)
+    current = environment.client("secretsmanager").get_secret_value(SecretId=ENV_SECRET)["SecretString"]
+    report.check("configuration secret restored", current == before_secret)
+    _check_secret_hygiene(environment, run.seeded, report)
+
+
+def _dbsize(url: str) -> int:
+    with redis.Redis.from_url(url) as client:
+        return int(client.dbsize())
 
 
 def _scenario_elasticache_serverless(run: ScenarioRun) -> None:
@@ -365,6 +474,7 @@ _SCENARIO_RUNNERS: dict[str, Callable[[ScenarioRun], None]] = {
     "rollback": _scenario_rollback,
     "elasticache-serverless": _scenario_elasticache_serverless,
     "rdb-stream": _scenario_rdb_stream,
+    "cluster": _scenario_cluster,
 }
 
 
@@ -405,7 +515,13 @@ def _compare_redis(
     url: str | None = None,
 ) -> None:
     """Every key of ``before`` judged at the moment it was checked (see testing/keyspace.py)."""
-    after = capture_after(url or environment.production.url, before)
+    _judge_redis(before, capture_after(url or environment.production.url, before), report, expected_subset)
+
+
+def _judge_redis(
+    before: Keyspace, after: Keyspace, report: DrillReport, expected_subset: list[str] | None
+) -> None:
+    """The drill's Redis checks: every live key there, nothing unexpected, TTLs and values kept."""
     verdict = compare_keyspaces(before, after, matcher=compile_patterns(expected_subset))
     report.redis_comparison = verdict.as_dict()
     required = verdict.total("required")

@@ -8,4 +8,5 @@ DRILL_SCENARIOS = (
     "rollback",
     "elasticache-serverless",
     "rdb-stream",
+    "cluster",
 )

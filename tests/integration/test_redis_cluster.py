@@ -3,11 +3,13 @@ joined by redis-cli --cluster create on loopback), a standalone server, and hand
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import random
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import boto3
 import pytest
@@ -17,6 +19,7 @@ from moto import mock_aws
 from servalsheets_backup.adapters import redis_cluster
 from servalsheets_backup.adapters.aws import reset_clients
 from servalsheets_backup.adapters.redis_cluster import check_unchanged, discover_shards, node_url
+from servalsheets_backup.components.redis_logical import cluster as logical_cluster
 from servalsheets_backup.components.redis_logical.cluster import ClusterTargets, dump_shard, require_one_shard
 from servalsheets_backup.components.redis_logical.restore import RestoreResult, restore_records
 from servalsheets_backup.errors import RedisBackupError
@@ -25,6 +28,7 @@ from servalsheets_backup.observability import CollectingMetrics
 from servalsheets_backup.services import Services
 from servalsheets_backup.settings import Settings
 from servalsheets_backup.workflows import backup, backup_steps
+from servalsheets_backup.workflows.restore.redis_shards import restore_parts
 from servalsheets_backup_local.testing.redis_cluster import RedisCluster, start_redis_cluster
 from servalsheets_backup_local.testing.redis_server import start_redis
 
@@ -253,27 +257,27 @@ def test_a_slot_moved_after_planning_fails_the_shard_dump() -> None:
         running.stop()
 
 
-# --------------------------------------------------------------------------- until sharded sets
+# --------------------------------------------------------------------------- whole sets, one process
 
 
-def test_one_server_steps_refuse_a_sharded_cluster_and_accept_one_primary(cluster: RedisCluster) -> None:
+def test_rdb_stream_refuses_a_sharded_cluster_and_names_logical_mode(cluster: RedisCluster) -> None:
     with pytest.raises(RedisBackupError, match="Redis Cluster of 3 primaries") as caught:
-        require_one_shard(cluster.url, "redis dump")
+        require_one_shard(cluster.url, "redis rdb-stream backup")
     assert all(f"127.0.0.1:{node.port}" in str(caught.value) for node in cluster.nodes)
+    assert "would miss the other shards' keys" in str(caught.value)
+    assert "Use RedisMode=logical" in str(caught.value)
     single = start_redis_cluster(1)
     server = start_redis()
     try:
-        require_one_shard(single.url, "redis dump")
-        require_one_shard(server.url, "redis dump")
+        require_one_shard(single.url, "redis rdb-stream backup")
+        require_one_shard(server.url, "redis rdb-stream backup")
     finally:
         single.stop()
         server.stop()
 
 
-@pytest.mark.parametrize("mode", ["logical", "rdb-stream"])
-def test_a_backup_of_a_sharded_cluster_fails_before_writing_an_object(
-    cluster: RedisCluster, mode: str
-) -> None:
+@contextmanager
+def backup_account(url: str, mode: str = "logical") -> Iterator[Services]:
     with mock_aws():
         reset_clients()
         key = create_backup_account("ssbk-cluster-test")
@@ -283,14 +287,84 @@ def test_a_backup_of_a_sharded_cluster_fails_before_writing_an_object(
                 "BACKUP_KMS_KEY_ID": key,
                 "BACKUP_ENVIRONMENT": "test",
                 "STATE_TABLE": "state",
-                "REDIS_URL": cluster.url,
+                "REDIS_URL": url,
                 "REDIS_MODE": mode,
             }
         )
-        services = Services(settings, CollectingMetrics())
+        try:
+            yield Services(settings, CollectingMetrics())
+        finally:
+            reset_clients()
+
+
+def test_an_rdb_stream_backup_of_a_sharded_cluster_fails_before_writing_an_object(
+    cluster: RedisCluster,
+) -> None:
+    with backup_account(cluster.url, "rdb-stream") as services:
         pending = backup.begin(services, "redis", owner="test")
         with pytest.raises(RedisBackupError, match="would miss the other shards' keys"):
             backup_steps.dump_redis(services, {"pending": pending.to_dict()}, None)
         listed = boto3.client("s3").list_objects_v2(Bucket="ssbk-cluster-test")
         assert listed.get("KeyCount", 0) == 0
-        reset_clients()
+
+
+def test_one_process_backs_up_every_shard_and_restores_into_a_smaller_cluster(cluster: RedisCluster) -> None:
+    """The CLI's driver (and the safety backup's): shards one after another, one set."""
+    target = start_redis_cluster(2)
+    try:
+        with backup_account(cluster.url) as services:
+            result = backup.run_backup(services, "redis", owner="test")
+            ref = services.store.find(result.backup_id, "redis")
+            manifest = services.store.load_manifest(ref)
+            summary = manifest.components["redis"]
+            assert summary["topology"] == "cluster" and summary["keys"] == KEYS
+            assert [shard["slots"] for shard in summary["shards"]] == ["0-5460", "5461-10922", "10923-16383"]
+            assert sum(shard["keys"] for shard in summary["shards"]) == KEYS
+            names = [entry.name for entry in manifest.objects_of("redis")]
+            assert names == [f"redis/dump-s{i:02d}-0001" for i in range(3)]
+            assert services.store.verify_set(ref).ok
+
+            parts = restore_parts(manifest)
+            assert [part.objects for part in parts] == [[name] for name in names]
+            with ClusterTargets(target.url) as targets:
+                for entry in manifest.objects_of("redis"):
+                    restored = restore_records(
+                        targets.targets,
+                        services.store.read_object(ref, entry),
+                        now_ms=time.time_ns() // 1_000_000,
+                        mode="merge",
+                        subject=entry.name,
+                    )
+                    assert restored.complete
+        assert contents(target.client()).keys() == contents(cluster.client()).keys()
+    finally:
+        target.stop()
+
+
+def test_a_shard_dump_continues_from_its_own_cursor_per_invocation(
+    cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Map's iteration: one shard, several chunks, each a complete object of its own."""
+    small_scans = functools.partial(logical_cluster.dump_keys, scan_count=50, batch=50)
+    monkeypatch.setattr(logical_cluster, "dump_keys", small_scans)
+    with backup_account(cluster.url) as services:
+        pending = backup.begin(services, "redis", owner="test")
+        planned = backup_steps.dump_redis(services, {"action": "plan", "pending": pending.to_dict()}, None)
+        assert len(planned["shards"]) == 3 and planned["max_concurrency"] == 4
+        event = {"action": "shard", "pending": planned["pending"], "shard": planned["shards"][1]}
+        chunks = 0
+        while True:
+            # a deadline already passed: each invocation does one SCAN round, then stops
+            shard = backup_steps.dump_redis(services, event, time.monotonic() - 1)
+            chunks += 1
+            event = {**event, "shard": shard}
+            if shard["done"]:
+                break
+        assert chunks > 1 and shard["chunks"] == chunks
+        assert [o["name"] for o in shard["objects"]] == [
+            f"redis/dump-s01-{n:04d}" for n in range(1, chunks + 1)
+        ]
+        assert shard["keys"] == discover_shards(cluster.url).shards[1].keys
+        merge = {"action": "merge", "pending": planned["pending"], "shards": [shard]}
+        with pytest.raises(RedisBackupError, match="needs every one of the 3 shards finished"):
+            backup_steps.dump_redis(services, merge, None)

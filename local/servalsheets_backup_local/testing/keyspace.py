@@ -79,7 +79,7 @@ class Keyspace:
         return len(self.keys)
 
 
-def _read_batch(client: redis.Redis, keys: list[bytes], into: Keyspace) -> None:
+def _read_batch(client: redis.Redis | redis.RedisCluster, keys: list[bytes], into: Keyspace) -> None:
     """DUMP and PTTL ``keys`` in one round trip; vanished keys go to ``absent_at_ms``."""
     pipe = client.pipeline(transaction=False)
     for key in keys:
@@ -111,24 +111,35 @@ def _no_gc_pauses() -> Iterator[None]:
 
 def capture_keyspace(url: str, *, batch: int = READ_BATCH) -> Keyspace:
     """Read every key (SCAN, then DUMP + PTTL in batches), each with the time it was read."""
-    with redis.Redis.from_url(url) as client, _no_gc_pauses():
-        snapshot = Keyspace(started_ms=wall_ms())
-        keys = list(dict.fromkeys(client.scan_iter(count=1000)))  # SCAN may repeat a key
-        for start in range(0, len(keys), batch):
-            _read_batch(client, keys[start : start + batch], snapshot)
-        snapshot.finished_ms = wall_ms()
-        return snapshot
+    with redis.Redis.from_url(url) as client:
+        return capture_with(client, batch=batch)
 
 
 def capture_after(url: str, reference: Keyspace, *, batch: int = READ_BATCH) -> Keyspace:
     """Capture ``url``, then probe each reference key the scan did not see, to time its absence."""
-    snapshot = capture_keyspace(url, batch=batch)
-    unseen = [key for key in reference.keys if key not in snapshot.keys and key not in snapshot.absent_at_ms]
-    with redis.Redis.from_url(url) as client, _no_gc_pauses():
-        for start in range(0, len(unseen), batch):
-            _read_batch(client, unseen[start : start + batch], snapshot)
-    snapshot.finished_ms = wall_ms()
-    return snapshot
+    with redis.Redis.from_url(url) as client:
+        return capture_with(client, reference, batch=batch)
+
+
+def capture_with(
+    client: redis.Redis | redis.RedisCluster, reference: Keyspace | None = None, *, batch: int = READ_BATCH
+) -> Keyspace:
+    """``capture_keyspace`` (with ``reference``: ``capture_after``) through an open client.
+
+    A ``redis.RedisCluster`` client scans every primary and sends each DUMP to its slot's owner,
+    so a cluster is read as one keyspace, by redis-py's routing rather than the backup's own.
+    """
+    with _no_gc_pauses():
+        snapshot = Keyspace(started_ms=wall_ms())
+        keys = list(dict.fromkeys(client.scan_iter(count=1000)))  # SCAN may repeat a key
+        for start in range(0, len(keys), batch):
+            _read_batch(client, keys[start : start + batch], snapshot)
+        if reference is not None:
+            unseen = [k for k in reference.keys if k not in snapshot.keys and k not in snapshot.absent_at_ms]
+            for start in range(0, len(unseen), batch):
+                _read_batch(client, unseen[start : start + batch], snapshot)
+        snapshot.finished_ms = wall_ms()
+        return snapshot
 
 
 @dataclass

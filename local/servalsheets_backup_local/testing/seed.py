@@ -48,7 +48,7 @@ class SeedSummary:
 class _Writer:
     """A pipeline that flushes itself every ``PIPELINE_COMMANDS`` commands."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis | redis.RedisCluster) -> None:
         self._pipe = client.pipeline(transaction=False)
         self._queued = 0
         self.prefixes: Counter[str] = Counter()
@@ -58,8 +58,9 @@ class _Writer:
         self.prefixes[key_prefix(key)] += 1
         self.types[kind] += 1
 
-    def call(self, *args: Any) -> None:
-        self._pipe.execute_command(*args)
+    def call(self, command: bytes | str, *args: Any) -> None:
+        # redis-py's cluster pipeline looks command names up as str
+        self._pipe.execute_command(command.decode() if isinstance(command, bytes) else command, *args)
         self._queued += 1
         if self._queued >= PIPELINE_COMMANDS:
             self.flush()
@@ -376,7 +377,7 @@ _FIXED_KEYS = 5
 
 
 def seed_servalsheets(
-    client: redis.Redis, keys: int, *, seed: int = 0, now_ms: int | None = None
+    client: redis.Redis | redis.RedisCluster, keys: int, *, seed: int = 0, now_ms: int | None = None
 ) -> SeedSummary:
     """Write ``keys`` ServalSheets-shaped keys, pipelined; the same seed gives the same keys.
 

@@ -32,9 +32,15 @@ class SeededState:
     parameters: dict[str, str] = field(default_factory=dict)
 
 
-def seed_state(environment: LocalEnvironment, keys: int, seed: int = 7) -> SeededState:
-    """Seed Redis, the token store file, the .env secret, SSM parameters and credentials.json."""
-    client = redis.Redis.from_url(environment.production.url)
+def seed_state(
+    environment: LocalEnvironment,
+    keys: int,
+    seed: int = 7,
+    redis_client: redis.Redis | redis.RedisCluster | None = None,
+) -> SeededState:
+    """Seed Redis (production, or ``redis_client``'s), the token store file, the .env secret, SSM
+    parameters and credentials.json."""
+    client = redis_client or redis.Redis.from_url(environment.production.url)
     try:
         summary = seed_servalsheets(client, keys, seed=seed)
         redis_keys = int(client.dbsize())
