@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -13,10 +14,12 @@ import redis
 from moto import mock_aws
 
 from servalsheets_backup.adapters.aws import reset_clients
+from servalsheets_backup.components import redis_snapshot as component_snapshot
 from servalsheets_backup.errors import InvalidInputError
 from servalsheets_backup.format.manifest import Manifest, new_backup_id
 from servalsheets_backup.services import Services
 from servalsheets_backup.settings import Settings
+from servalsheets_backup.workflows import backup
 from servalsheets_backup.workflows.restore import InjectedFault, run_restore
 from servalsheets_backup_local.testing.redis_server import RedisServer
 
@@ -132,3 +135,67 @@ def test_rdb_backup_without_a_new_group_is_refused(services: Services, redis_ser
     with pytest.raises(InvalidInputError, match="new_replication_group_id"):
         run_restore(services, {"backup": "latest", "kinds": ["redis"]}, "tester")
     assert os.environ.get("ALLOW_FAULT_INJECTION") == "true"
+
+
+class ThreeFileExport:
+    """Stands in for CopySnapshot of a cluster-mode group (moto has no TargetBucket): one real RDB
+    file per node group, named as ElastiCache names them (``<target name>-000N.rdb``)."""
+
+    def __init__(self, rdbs: list[bytes]) -> None:
+        self.rdbs = rdbs
+
+    def export(self, snapshot_name: str, bucket: str, prefix: str) -> None:
+        for index, rdb in enumerate(self.rdbs, start=1):
+            boto3.client("s3").put_object(
+                Bucket=bucket, Key=f"{prefix}{snapshot_name}-{index:04d}.rdb", Body=rdb
+            )
+
+
+def test_cluster_mode_group_keeps_every_node_group_and_seeds_the_same_slots(
+    services: Services, redis_server: RedisServer
+) -> None:
+    # Given a cluster-mode-enabled source group of three node groups, each exporting its own RDB
+    elasticache = boto3.client("elasticache")
+    elasticache.create_replication_group(
+        ReplicationGroupId="prod-sharded",
+        ReplicationGroupDescription="prod, cluster mode enabled",
+        CacheNodeType="cache.r7g.large",
+        Engine="redis",
+        ClusterMode="enabled",
+        NumNodeGroups=3,
+        NodeGroupConfiguration=[  # uneven, so a restore that ignored the layout would differ
+            {"NodeGroupId": "0001", "Slots": "0-1000"},
+            {"NodeGroupId": "0002", "Slots": "1001-9000"},
+            {"NodeGroupId": "0003", "Slots": "9001-16383"},
+        ],
+    )
+    source_groups = elasticache.describe_replication_groups(ReplicationGroupId="prod-sharded")
+    source_slots = [g["Slots"] for g in source_groups["ReplicationGroups"][0]["NodeGroups"]]
+    assert source_slots == ["0-1000", "1001-9000", "9001-16383"]
+    sharded = dataclasses.replace(
+        services,
+        settings=dataclasses.replace(services.settings, replication_group_id="prod-sharded"),
+        snapshot_exporter=ThreeFileExport([_rdb(redis_server) for _ in range(3)]),
+    )
+
+    # When the snapshot's export is ingested into a set
+    pending = backup.begin(sharded, "redis", owner="test")
+    component_snapshot.start_export(sharded, pending, "servalsheets-backup-test")
+    pending, done = component_snapshot.ingest_exports(sharded, pending)
+    assert done
+    result = backup.finalize(sharded, pending)
+
+    # Then the set keeps all three files and the node groups' slots
+    manifest = sharded.store.load_manifest(sharded.store.find(result.backup_id, "redis"))
+    summary = manifest.components["redis"]
+    assert len(manifest.objects_of("redis")) == 3 and summary["cluster_mode"] is True
+    assert [group["slots"] for group in summary["node_groups"]] == source_slots
+
+    # ... and a restore seeds a new cluster-mode-enabled group, each node group with its slots
+    summary = run_restore(sharded, _request(backup=result.backup_id), "tester")
+    assert summary["outcome"] == "succeeded"
+    restored = elasticache.describe_replication_groups(ReplicationGroupId="prod-restored")[
+        "ReplicationGroups"
+    ][0]
+    assert restored["ClusterEnabled"] is True
+    assert [g["Slots"] for g in restored["NodeGroups"]] == source_slots

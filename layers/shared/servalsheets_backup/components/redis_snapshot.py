@@ -50,14 +50,31 @@ def snapshot_status(services: Services, snapshot: str) -> str:
     return str(snapshots.snapshot_status(snapshot))
 
 
-def expected_shards(services: Services) -> int:
-    """How many .rdb files the export of the configured replication group produces."""
+def node_groups(services: Services) -> list[dict[str, str]]:
+    """The configured replication group's node groups (shards), in id order, with their slots.
+
+    A cluster-mode-enabled group lists each shard's hash slots (``Slots``, e.g. ``0-5460``); its
+    export holds one .rdb file per node group. Cluster-mode-disabled groups have one node group
+    and no slots; a serverless cache has none listed here.
+    """
     group = services.settings.replication_group_id
     if not group:
-        return 1
+        return []
     groups = services.client("elasticache").describe_replication_groups(ReplicationGroupId=group)
-    node_groups = groups["ReplicationGroups"][0].get("NodeGroups") or [{}]
-    return max(1, len(node_groups))
+    listed = groups["ReplicationGroups"][0].get("NodeGroups") or []
+    found = [
+        {
+            "node_group_id": str(item.get("NodeGroupId", "")),
+            **({"slots": item["Slots"]} if item.get("Slots") else {}),
+        }
+        for item in listed
+    ]
+    return sorted(found, key=lambda item: item["node_group_id"])
+
+
+def expected_shards(services: Services) -> int:
+    """How many .rdb files the export of the configured replication group produces."""
+    return max(1, len(node_groups(services)))
 
 
 def start_export(services: Services, pending: PendingSet, snapshot: str) -> PendingSet:
@@ -72,7 +89,10 @@ def start_export(services: Services, pending: PendingSet, snapshot: str) -> Pend
         _exporter(services).export(snapshot, bucket, staging_prefix(pending.backup_id))
         pending.source["export"] = {"prefix": staging_prefix(pending.backup_id)}
     pending.source["snapshot_name"] = snapshot
-    pending.source["expected_shards"] = expected_shards(services)
+    groups = node_groups(services)
+    pending.source["expected_shards"] = max(1, len(groups))
+    if any("slots" in group for group in groups):
+        pending.source["node_groups"] = groups
     return pending
 
 
@@ -151,6 +171,11 @@ def ingest_exports(services: Services, pending: PendingSet) -> tuple[PendingSet,
         "backup_time_ms": pending.created_ms,
         "shards": shards,
     }
+    groups = pending.source.pop("node_groups", None)
+    if groups:
+        # Cluster mode enabled: the files sort in node-group order (<snapshot>-0001.rdb, ...), so a
+        # restore seeds each node group of the new group with its file and the same slots.
+        pending.components["redis"].update(cluster_mode=True, node_groups=groups)
     pending.redis_done = True
     return pending, True
 

@@ -48,13 +48,32 @@ class NewReplicationGroup:
     def __init__(self, services: Services, name: str) -> None:
         self.services, self.name = services, name
 
-    def create(self, seed_arns: list[str]) -> None:
-        """CreateReplicationGroup with SnapshotArns, one node group per RDB file."""
+    def create(self, seed_arns: list[str], node_groups: list[dict[str, str]] | None = None) -> None:
+        """CreateReplicationGroup with SnapshotArns, one node group per RDB file.
+
+        With the source's ``node_groups`` (cluster mode enabled), the new group is cluster mode
+        enabled too, each node group given the same id and hash slots as the one whose RDB file
+        seeds it, so every key lands in a shard that serves its slot.
+        """
+        layout: dict[str, Any] = {}
+        if node_groups:
+            if len(node_groups) != len(seed_arns):
+                raise InvalidInputError(
+                    f"the backup lists {len(node_groups)} node groups but holds {len(seed_arns)} RDB files: "
+                    "the set is inconsistent; restore another set"
+                )
+            layout = {
+                "ClusterMode": "enabled",
+                "NodeGroupConfiguration": [
+                    {"NodeGroupId": group["node_group_id"], "Slots": group["slots"]} for group in node_groups
+                ],
+            }
         self.services.client("elasticache").create_replication_group(
             ReplicationGroupId=self.name,
             ReplicationGroupDescription=f"restored by servalsheets-backup into {self.name}"[:255],
             SnapshotArns=seed_arns,
             NumNodeGroups=max(1, len(seed_arns)),
+            **layout,
             **_source_shape(self.services),
         )
 
@@ -83,8 +102,8 @@ class NewServerlessCache:
     def __init__(self, services: Services, name: str) -> None:
         self.services, self.name = services, name
 
-    def create(self, seed_arns: list[str]) -> None:
-        """CreateServerlessCache with SnapshotArnsToRestore."""
+    def create(self, seed_arns: list[str], node_groups: list[dict[str, str]] | None = None) -> None:
+        """CreateServerlessCache with SnapshotArnsToRestore (a serverless cache shards itself)."""
         source = self.services.settings.serverless_cache_name
         if not source:
             raise ConfigurationError(
@@ -133,7 +152,7 @@ def step(
             "overwritten)"
         )
     if state.get("phase") is None:
-        cache.create(_stage_all(services, restore_id, manifest, read))
+        cache.create(_stage_all(services, restore_id, manifest, read), _node_groups(manifest))
         state.update(phase="creating", waiting=True)
         return None
     current = cache.state()
@@ -147,6 +166,13 @@ def step(
     if target.get("update_redis_url_secret"):
         _point_secret_at(services, state, current)
     return {"mode": "elasticache", cache.result_field: cache.name, "endpoint": current.endpoint}
+
+
+def _node_groups(manifest: Manifest) -> list[dict[str, str]] | None:
+    """The source's node groups with their slots, when it was cluster mode enabled."""
+    summary = manifest.components.get("redis") or {}
+    groups = summary.get("node_groups") if summary.get("cluster_mode") else None
+    return [dict(group) for group in groups] if isinstance(groups, list) else None
 
 
 def _stage_all(services: Services, restore_id: str, manifest: Manifest, read: Any) -> list[str]:
