@@ -148,27 +148,41 @@ def _transitions(name: str, state: Mapping[str, Any]) -> Iterator[tuple[str, str
 
 def mermaid(definition: Mapping[str, Any]) -> list[str]:
     """The ``stateDiagram-v2`` lines for one state machine definition."""
+    by_class: dict[str, list[str]] = {}
+    lines = ["stateDiagram-v2", "    direction TB", *_body(definition, "s_", "    ", by_class)]
+    for css_class in sorted(by_class):
+        lines.append(f"    classDef {css_class} {_CLASSES_BY_NAME[css_class]}")
+        lines.append(f"    class {','.join(by_class[css_class])} {css_class}")
+    return lines
+
+
+_CLASSES_BY_NAME = dict(_CLASSES.values())
+
+
+def _body(
+    definition: Mapping[str, Any], prefix: str, indent: str, by_class: dict[str, list[str]]
+) -> list[str]:
+    """States and transitions of one state list; a Map's iteration is drawn inside the Map's box."""
     states: Mapping[str, Any] = definition["States"]
-    ids = _state_ids(list(states))
-    lines = ["stateDiagram-v2", "    direction TB"]
+    ids = {name: prefix + state_id[2:] for name, state_id in _state_ids(list(states)).items()}
+    lines = []
     for name, state in states.items():
-        lines.append(f'    state "{_clean(name)}" as {ids[name]}')
+        processor = state.get("ItemProcessor") or state.get("Iterator")
+        if state.get("Type") == "Map" and processor:
+            lines.append(f'{indent}state "{_clean(name)}" as {ids[name]} {{')
+            lines += _body(processor, f"{ids[name]}__", indent + "    ", by_class)
+            lines.append(f"{indent}}}")
+        else:
+            lines.append(f'{indent}state "{_clean(name)}" as {ids[name]}')
+            css_class = _CLASSES.get(str(state.get("Type")), _CLASSES["Task"])[0]
+            by_class.setdefault(css_class, []).append(ids[name])
         if state.get("Type") == "Task":
-            lines.append(f"    {ids[name]} : {_clean(_resource(state))}")
-    lines.append(f"    [*] --> {ids[definition['StartAt']]}")
+            lines.append(f"{indent}{ids[name]} : {_clean(_resource(state))}")
+    lines.append(f"{indent}[*] --> {ids[definition['StartAt']]}")
     for name, state in states.items():
         for source, target, label in _transitions(name, state):
-            arrow = f"    {ids[source]} --> {ids.get(target, target)}"
+            arrow = f"{indent}{ids[source]} --> {ids.get(target, target)}"
             lines.append(f"{arrow} : {_clean(label)}" if label else arrow)
-    by_class: dict[str, list[str]] = {}
-    styles: dict[str, str] = {}
-    for name, state in states.items():
-        css_class, style = _CLASSES.get(str(state.get("Type")), ("task", _CLASSES["Task"][1]))
-        styles[css_class] = style
-        by_class.setdefault(css_class, []).append(ids[name])
-    for css_class in sorted(by_class):
-        lines.append(f"    classDef {css_class} {styles[css_class]}")
-        lines.append(f"    class {','.join(by_class[css_class])} {css_class}")
     return lines
 
 
@@ -213,6 +227,11 @@ def _what(state: Mapping[str, Any]) -> str:
         return f"fails with {error}" + (f": {comment}" if comment else "")
     if kind == "Pass" and "ResultPath" in state:
         return f"sets `{state['ResultPath']}`" + (f": {comment}" if comment else "")
+    if kind == "Map":
+        items = state.get("ItemsPath", "$")
+        limit = state.get("MaxConcurrencyPath", state.get("MaxConcurrency", "no limit"))
+        runs = f"one iteration per item of `{items}`, at most `{limit}` at once"
+        return f"{runs}: {comment}" if comment else runs
     if kind == "Succeed":
         output = f" with `{state['OutputPath']}` as the output" if "OutputPath" in state else ""
         return f"ends the execution{output}" + (f": {comment}" if comment else "")
@@ -225,10 +244,22 @@ def table(definition: Mapping[str, Any]) -> list[str]:
         "| State | Type | What it does | Retry | On error |",
         "|---|---|---|---|---|",
     ]
-    for name, state in definition["States"].items():
-        cells = [name, str(state.get("Type", "")), _what(state), _retry_text(state), _catch_text(state)]
+    for name, state in _every_state(definition):
+        what = _what(state)
+        if " / " in name:  # inside a Map, a Succeed state ends the iteration, not the execution
+            what = what.replace("ends the execution", "ends the iteration")
+        cells = [name, str(state.get("Type", "")), what, _retry_text(state), _catch_text(state)]
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     return lines
+
+
+def _every_state(definition: Mapping[str, Any], within: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(name, state) of every state, a Map's iteration states named ``Map / state`` after it."""
+    for name, state in definition["States"].items():
+        yield within + name, state
+        processor = state.get("ItemProcessor") or state.get("Iterator")
+        if state.get("Type") == "Map" and processor:
+            yield from _every_state(processor, f"{within}{name} / ")
 
 
 # -- pages -------------------------------------------------------------------------------------

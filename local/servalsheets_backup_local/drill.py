@@ -16,17 +16,26 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 import redis
 
-from servalsheets_backup.format.redis_keys import OAUTH_KEY_PATTERNS, compile_patterns
+from servalsheets_backup.format.redis_keys import OAUTH_KEY_PATTERNS
 
+from .drill_cluster import CLUSTER_SOURCE_SHARDS, scenario_cluster, start_cluster
 from .drill_report import DrillReport
+from .drill_steps import (
+    ScenarioRun,
+    capture,
+    check_secret_hygiene,
+    compare_redis,
+    console_input,
+    disaster,
+    expect_refusal,
+    expect_success,
+    restore,
+    unchanged,
+)
 from .scenarios import DRILL_SCENARIOS
 from .testing.environment import (
     ENV_SECRET,
@@ -36,17 +45,9 @@ from .testing.environment import (
     LocalEnvironment,
     start_environment,
 )
-from .testing.keyspace import (
-    FAILURES,
-    Keyspace,
-    capture_after,
-    capture_keyspace,
-    capture_with,
-    compare_keyspaces,
-    prefixes,
-)
-from .testing.redis_cluster import RedisCluster, start_redis_cluster
-from .testing.servalsheets_state import SeededState, redis_snapshot, seed_state
+from .testing.keyspace import capture_keyspace
+from .testing.redis_cluster import RedisCluster
+from .testing.servalsheets_state import redis_snapshot, seed_state
 from .testing.serverless_standin import ServerlessCacheStandIn
 
 SCENARIOS = DRILL_SCENARIOS
@@ -66,23 +67,8 @@ SCENARIO_PARAMETERS = {
     },
     "rdb-stream": {"RedisMode": "rdb-stream"},
 }
-# The cluster scenario: backed up from this many primaries, restored into a fresh cluster of the other.
-CLUSTER_SOURCE_SHARDS = 3
-CLUSTER_TARGET_SHARDS = 2
 # The stand-in finishes snapshots and exports at once; the schedules' 30 s polls need not be real.
 STAND_IN_WAIT_SECONDS = 0.2
-
-
-@dataclass
-class ScenarioRun:
-    """What a scenario works with: the environment, the seeded state, the report, progress output."""
-
-    environment: LocalEnvironment
-    seeded: SeededState
-    report: DrillReport
-    say: Callable[[str], None]
-    serverless: ServerlessCacheStandIn | None = None
-    clusters: list[RedisCluster] | None = None  # the cluster scenario's; stopped by run_drill
 
 
 def run_drill(
@@ -110,7 +96,7 @@ def run_drill(
             say(
                 f"starting a {CLUSTER_SOURCE_SHARDS}-shard Redis Cluster on 127.0.0.1; REDIS_URL points at it"
             )
-            clusters.append(_start_cluster(environment, report, CLUSTER_SOURCE_SHARDS, "source"))
+            clusters.append(start_cluster(environment, report, CLUSTER_SOURCE_SHARDS, "source"))
             seed_into = clusters[0].client()
         say(f"seeding {keys} Redis keys, the token store and configuration")
         seeded = seed_state(environment, keys, redis_client=seed_into)
@@ -128,22 +114,6 @@ def run_drill(
             cluster.stop()
         environment.close()
     return report
-
-
-def _start_cluster(
-    environment: LocalEnvironment, report: DrillReport, shards: int, role: str
-) -> RedisCluster:
-    """A fresh Redis Cluster of ``shards`` primaries; the REDIS_URL secret is pointed at it."""
-    cluster = start_redis_cluster(shards)
-    environment.client("secretsmanager").put_secret_value(
-        SecretId=REDIS_SECRET, SecretString=json.dumps({"REDIS_URL": cluster.url})
-    )
-    report.environment[f"redis_cluster_{role}"] = {
-        "primaries": shards,
-        "ports": [node.port for node in cluster.nodes],
-        "pids": [node.pid for node in cluster.nodes],
-    }
-    return cluster
 
 
 def _install_serverless_stand_in(
@@ -226,81 +196,23 @@ def _verify(environment: LocalEnvironment, backup_id: str, kind: str) -> bool:
     return store.verify_set(store.find(backup_id, kind)).ok
 
 
-# -- the disaster and the restore ----------------------------------------------------------------
-def _disaster(environment: LocalEnvironment) -> None:
-    client = redis.Redis.from_url(environment.production.url)
-    try:
-        client.flushall()
-    finally:
-        client.close()
-    _lose_files_and_secret(environment)
-
-
-def _lose_files_and_secret(environment: LocalEnvironment) -> None:
-    environment.token_path.unlink()
-    environment.client("secretsmanager").put_secret_value(
-        # bandit B105: a value the drill writes to simulate a disaster, not a credential.
-        SecretId=ENV_SECRET,
-        SecretString=json.dumps({"JWT_SECRET": "overwritten-by-the-disaster"}),  # nosec B105
-    )
-
-
-def _restore(environment: LocalEnvironment, request: dict[str, Any], report: DrillReport) -> dict[str, Any]:
-    arn = environment.start_execution("RestoreStateMachine", request)
-    description = environment.wait(arn, timeout=1800)
-    stop = description.get("stopDate")
-    start = description["startDate"]
-    if isinstance(stop, datetime) and isinstance(start, datetime):
-        report.rto_seconds = round((stop - start).total_seconds(), 3)
-    report.steps = _steps(environment, arn)
-    return description
-
-
-def _steps(environment: LocalEnvironment, arn: str) -> list[dict[str, Any]]:
-    # A Map's iterations enter the same states side by side: each exit closes the earliest entry.
-    entered: dict[str, list[Any]] = {}
-    steps: list[dict[str, Any]] = []
-    for event in environment.history(arn):
-        details = event.get("stateEnteredEventDetails")
-        if details:
-            entered.setdefault(details["name"], []).append(event["timestamp"])
-        details = event.get("stateExitedEventDetails")
-        if details and entered.get(details["name"]):
-            seconds = (event["timestamp"] - entered[details["name"]].pop(0)).total_seconds()
-            steps.append({"state": details["name"], "seconds": round(seconds, 3)})
-    return steps
-
-
-def _console_input(**overrides: Any) -> dict[str, Any]:
-    request = {
-        "backup": "latest",
-        "kinds": ["config", "tokens", "redis"],
-        "mode": "replace",
-        "requested_by": "drill-operator",
-        "reason": "local disaster-recovery drill",
-        "poll_seconds": 0,
-    }
-    request.update(overrides)
-    return request
-
-
 def _scenario_full_restore(run: ScenarioRun) -> None:
     environment, report, say = run.environment, run.report, run.say
-    before = _capture(environment)
+    before = capture(environment)
     say("simulating the disaster: Redis wiped, token file deleted, a secret overwritten")
-    _disaster(environment)
+    disaster(environment)
     say("restoring through the restore state machine (console-style input)")
-    description = _restore(environment, _console_input(), report)
-    _expect_success(description, report)
+    description = restore(environment, console_input(), report)
+    expect_success(description, report)
     say("verifying the restored deployment independently")
-    _compare_redis(environment, before["redis"], report, expected_subset=None)
+    compare_redis(environment, before["redis"], report, expected_subset=None)
     report.check(
         "token store restored byte for byte", environment.token_path.read_bytes() == before["tokens"]
     )
     report.check("token store mode 0600", (environment.token_path.stat().st_mode & 0o777) == 0o600)
     current = environment.client("secretsmanager").get_secret_value(SecretId=ENV_SECRET)["SecretString"]
     report.check("configuration secret restored", current == before["env_secret"])
-    _check_secret_hygiene(environment, run.seeded, report)
+    check_secret_hygiene(environment, run.seeded, report)
 
 
 def _scenario_rdb_stream(run: ScenarioRun) -> None:
@@ -316,68 +228,11 @@ def _scenario_rdb_stream(run: ScenarioRun) -> None:
     _scenario_full_restore(run)
 
 
-def _scenario_cluster(run: ScenarioRun) -> None:
-    environment, report, say = run.environment, run.report, run.say
-    if not run.clusters:
-        raise RuntimeError("the cluster scenario needs the cluster run_drill starts")
-    source = run.clusters[0]
-    store = environment.services().store
-    for backup in (b for b in report.backups if b["kind"] in ("redis", "full")):
-        summary = store.load_manifest(store.find(backup["backup_id"], backup["kind"])).components["redis"]
-        listed = [(shard["address"], shard["slots"]) for shard in summary.get("shards", [])]
-        report.check(
-            f"{backup['kind']} backup: the Map dumped each of the {CLUSTER_SOURCE_SHARDS} shards, "
-            "the manifest lists each with its slots",
-            backup["redis_shards_dumped"] == CLUSTER_SOURCE_SHARDS == len(listed)
-            and summary.get("topology") == "cluster",
-            "; ".join(f"{address} {slots}" for address, slots in listed),
-        )
-    with source.client() as client:
-        before = capture_with(client)
-    before_secret = environment.client("secretsmanager").get_secret_value(SecretId=ENV_SECRET)["SecretString"]
-    tokens = environment.token_path.read_bytes()
-    say(
-        f"simulating the disaster: the {CLUSTER_SOURCE_SHARDS}-shard cluster destroyed, token file "
-        "deleted, a secret overwritten"
-    )
-    source.stop()
-    _lose_files_and_secret(environment)
-    say(f"starting a fresh {CLUSTER_TARGET_SHARDS}-shard cluster; restoring into it (console-style input)")
-    target = _start_cluster(environment, report, CLUSTER_TARGET_SHARDS, "target")
-    run.clusters.append(target)
-    description = _restore(environment, _console_input(), report)
-    _expect_success(description, report)
-    parts = sum(1 for step in report.steps if step["state"] == "Shard restored")
-    report.check(
-        "the restore's Map restored one part per source shard",
-        parts == CLUSTER_SOURCE_SHARDS
-        and any(step["state"] == "Restore every shard" for step in report.steps),
-        f"{parts} parts",
-    )
-    say("verifying every key, value and TTL on the new cluster independently (redis-py's cluster client)")
-    with target.client() as client:
-        after = capture_with(client, before)
-    _judge_redis(before, after, report, expected_subset=None)
-    per_node = [_dbsize(node.url) for node in target.nodes]
-    report.check(
-        "every primary of the new cluster holds keys", all(per_node), f"keys per primary: {per_node}"
-    )
-    report.check("token store restored byte for byte", environment.token_path.read_bytes() == tokens)
-    current = environment.client("secretsmanager").get_secret_value(SecretId=ENV_SECRET)["SecretString"]
-    report.check("configuration secret restored", current == before_secret)
-    _check_secret_hygiene(environment, run.seeded, report)
-
-
-def _dbsize(url: str) -> int:
-    with redis.Redis.from_url(url) as client:
-        return int(client.dbsize())
-
-
 def _scenario_elasticache_serverless(run: ScenarioRun) -> None:
     environment, report, say, stand_in = run.environment, run.report, run.say, run.serverless
     if stand_in is None:
         raise RuntimeError("the elasticache-serverless scenario needs the stand-in run_drill installs")
-    before = _capture(environment)
+    before = capture(environment)
     snapshots = sorted(stand_in.snapshots)
     report.check(
         "scheduled redis and full backups took serverless snapshots",
@@ -385,17 +240,17 @@ def _scenario_elasticache_serverless(run: ScenarioRun) -> None:
         ", ".join(snapshots),
     )
     say("simulating the disaster: the cache's data lost, token file deleted, a secret overwritten")
-    _disaster(environment)
+    disaster(environment)
     say("restoring into a NEW serverless cache seeded from the RDB export, REDIS_URL switched to it")
     # bandit B105: a restore option's name, not a credential.
     target = {"new_serverless_cache_name": RESTORED_CACHE, "update_redis_url_secret": True}  # nosec B105
-    description = _restore(environment, _console_input(target=target), report)
-    _expect_success(description, report)
+    description = restore(environment, console_input(target=target), report)
+    expect_success(description, report)
     say("verifying the new cache, the switched REDIS_URL, the token store and configuration")
     restored = stand_in.server(RESTORED_CACHE)
     report.environment["restored_cache_pid"] = restored.pid
     report.environment["restored_cache_port"] = restored.port
-    _compare_redis(environment, before["redis"], report, expected_subset=None, url=restored.url)
+    compare_redis(environment, before["redis"], report, expected_subset=None, url=restored.url)
     url = environment.client("secretsmanager").get_secret_value(SecretId=REDIS_SECRET)["SecretString"]
     report.check(
         "REDIS_URL points at the new cache over TLS",
@@ -411,19 +266,19 @@ def _scenario_elasticache_serverless(run: ScenarioRun) -> None:
     )
     current = environment.client("secretsmanager").get_secret_value(SecretId=ENV_SECRET)["SecretString"]
     report.check("configuration secret restored", current == before["env_secret"])
-    _check_secret_hygiene(environment, run.seeded, report)
+    check_secret_hygiene(environment, run.seeded, report)
 
 
 def _scenario_oauth_only(run: ScenarioRun) -> None:
     environment, report, say = run.environment, run.report, run.say
-    before = _capture(environment)
+    before = capture(environment)
     say("wiping Redis, then restoring only the OAuth and webhook keys")
     client = redis.Redis.from_url(environment.production.url)
     client.flushall()
     client.close()
-    request = _console_input(kinds=["redis"], mode="merge", key_patterns=list(OAUTH_KEY_PATTERNS))
-    _expect_success(_restore(environment, request, report), report)
-    _compare_redis(environment, before["redis"], report, expected_subset=list(OAUTH_KEY_PATTERNS))
+    request = console_input(kinds=["redis"], mode="merge", key_patterns=list(OAUTH_KEY_PATTERNS))
+    expect_success(restore(environment, request, report), report)
+    compare_redis(environment, before["redis"], report, expected_subset=list(OAUTH_KEY_PATTERNS))
 
 
 def _scenario_wrong_token_key(run: ScenarioRun) -> None:
@@ -434,8 +289,8 @@ def _scenario_wrong_token_key(run: ScenarioRun) -> None:
     environment.client("secretsmanager").put_secret_value(
         SecretId=TOKEN_KEY_SECRET, SecretString=json.dumps({"ENCRYPTION_KEY": "ab" * 32})
     )
-    description = _restore(environment, _console_input(kinds=["tokens"]), report)
-    _expect_refusal(description, "TokenKeyMismatchError", report)
+    description = restore(environment, console_input(kinds=["tokens"]), report)
+    expect_refusal(description, "TokenKeyMismatchError", report)
     report.check("target token file untouched", environment.token_path.read_bytes() == untouched)
 
 
@@ -449,9 +304,9 @@ def _scenario_corrupted_backup(run: ScenarioRun) -> None:
     body = bytearray(store.s3.get_object(Bucket=store.bucket, Key=key)["Body"].read())
     body[len(body) // 2] ^= 0x01
     store.s3.put_object(Bucket=store.bucket, Key=key, Body=bytes(body))
-    description = _restore(environment, _console_input(), report)
-    _expect_refusal(description, "IntegrityError", report)
-    report.check("target Redis untouched", *_unchanged(environment, before))
+    description = restore(environment, console_input(), report)
+    expect_refusal(description, "IntegrityError", report)
+    report.check("target Redis untouched", *unchanged(environment, before))
 
 
 def _scenario_rollback(run: ScenarioRun) -> None:
@@ -459,10 +314,10 @@ def _scenario_rollback(run: ScenarioRun) -> None:
     before = capture_keyspace(environment.production.url)
     tokens = environment.token_path.read_bytes()
     say("restoring with a failure injected after verification: the run must roll back")
-    description = _restore(environment, _console_input(fail_after="verify"), report)
-    _expect_refusal(description, "InjectedFault", report)
+    description = restore(environment, console_input(fail_after="verify"), report)
+    expect_refusal(description, "InjectedFault", report)
     report.check("rollback ran", any(step["state"] == "Roll back" for step in report.steps))
-    report.check("Redis exactly as before (every key compared)", *_unchanged(environment, before))
+    report.check("Redis exactly as before (every key compared)", *unchanged(environment, before))
     report.check("token store exactly as before", environment.token_path.read_bytes() == tokens)
 
 
@@ -474,109 +329,5 @@ _SCENARIO_RUNNERS: dict[str, Callable[[ScenarioRun], None]] = {
     "rollback": _scenario_rollback,
     "elasticache-serverless": _scenario_elasticache_serverless,
     "rdb-stream": _scenario_rdb_stream,
-    "cluster": _scenario_cluster,
+    "cluster": scenario_cluster,
 }
-
-
-# -- checks ------------------------------------------------------------------------------------
-def _capture(environment: LocalEnvironment) -> dict[str, Any]:
-    secret = environment.client("secretsmanager").get_secret_value(SecretId=ENV_SECRET)["SecretString"]
-    return {
-        "redis": capture_keyspace(environment.production.url),
-        "tokens": environment.token_path.read_bytes(),
-        "env_secret": secret,
-    }
-
-
-def _expect_success(description: dict[str, Any], report: DrillReport) -> None:
-    ok = description["status"] == "SUCCEEDED"
-    report.check("restore execution succeeded", ok, description.get("error") or "")
-    if not ok:
-        return
-    summary = json.loads(description["output"])
-    report.rpo_seconds = summary.get("backup_age_seconds")
-    for check in summary.get("checks", []):
-        report.check(f"state machine: {check['name']}", check["ok"], check.get("detail", ""))
-
-
-def _expect_refusal(description: dict[str, Any], error: str, report: DrillReport) -> None:
-    report.check(
-        f"restore refused with {error}",
-        description["status"] == "FAILED" and description.get("error") == error,
-        f"{description['status']} {description.get('error')}",
-    )
-
-
-def _compare_redis(
-    environment: LocalEnvironment,
-    before: Keyspace,
-    report: DrillReport,
-    expected_subset: list[str] | None,
-    url: str | None = None,
-) -> None:
-    """Every key of ``before`` judged at the moment it was checked (see testing/keyspace.py)."""
-    _judge_redis(before, capture_after(url or environment.production.url, before), report, expected_subset)
-
-
-def _judge_redis(
-    before: Keyspace, after: Keyspace, report: DrillReport, expected_subset: list[str] | None
-) -> None:
-    """The drill's Redis checks: every live key there, nothing unexpected, TTLs and values kept."""
-    verdict = compare_keyspaces(before, after, matcher=compile_patterns(expected_subset))
-    report.redis_comparison = verdict.as_dict()
-    required = verdict.total("required")
-    lost = verdict.total("missing")
-    gone = (
-        f" ({verdict.total('expired_before_check')} expired in wall-clock time before they were "
-        f"checked, {verdict.total('expiring_at_check')} within {verdict.tolerance_ms} ms of it)"
-    )
-    report.check(
-        "every live key restored",
-        not lost,
-        f"{required - lost}/{required} keys{gone}" + _failing(verdict.missing),
-    )
-    report.check("no unexpected keys", not verdict.unexpected, f"{verdict.total('unexpected')} unexpected")
-    off = verdict.total("ttl_off") + verdict.total("outlived_ttl")
-    report.check(
-        f"TTLs kept (absolute expiry within {verdict.tolerance_ms // 1000} s of the original)",
-        not off,
-        f"{off} keys off" + _failing(verdict.ttl_off + verdict.outlived_ttl),
-    )
-    different = verdict.total("value_different")
-    report.check(
-        "values identical to before the disaster",
-        not different,
-        f"{verdict.total('compared') - different}/{verdict.total('compared')} keys"
-        + _failing(verdict.value_different),
-    )
-
-
-def _failing(counter: Counter[str]) -> str:
-    return f"; by prefix: {prefixes(counter)}" if counter else ""
-
-
-def _unchanged(environment: LocalEnvironment, before: Keyspace) -> tuple[bool, str]:
-    """Same keys, same values, same absolute expiries; keys may only have expired meanwhile."""
-    verdict = compare_keyspaces(before, capture_after(environment.production.url, before))
-    problems = {name: verdict.total(name) for name in FAILURES if verdict.total(name)}
-    detail = f"{verdict.total('required')} keys compared" + "".join(
-        f", {count} {name.replace('_', ' ')}" for name, count in problems.items()
-    )
-    return verdict.ok, detail
-
-
-def _check_secret_hygiene(environment: LocalEnvironment, seeded: SeededState, report: DrillReport) -> None:
-    from servalsheets_backup.store.audit import read_audit
-
-    store = environment.services().store
-    texts = [json.dumps(read_audit(store.s3, store.bucket))]
-    for ref in store.list_sets():
-        texts.append(json.dumps(store.load_manifest(ref).body()))
-    texts.append(json.dumps(environment.metrics.points))
-    blob = "\n".join(texts)
-    leaked = [value for value in seeded.secret_values if value and value in blob]
-    report.check(
-        "no secret value in manifests, audit records or metrics",
-        not leaked,
-        f"{len(seeded.secret_values)} seeded secrets searched",
-    )

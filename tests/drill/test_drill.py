@@ -88,7 +88,7 @@ def test_the_checker_fails_a_restore_that_drops_shifts_or_alters_one_key(
     from servalsheets_backup_local import drill
 
     sabotaged: list[bytes] = []
-    succeed = drill._expect_success
+    succeed = drill.expect_success
 
     def then_sabotage(description: dict[str, object], report: drill.DrillReport) -> None:
         succeed(description, report)
@@ -110,7 +110,7 @@ def test_the_checker_fails_a_restore_that_drops_shifts_or_alters_one_key(
         _production_url.append(environment.production.url)
         return environment
 
-    monkeypatch.setattr(drill, "_expect_success", then_sabotage)
+    monkeypatch.setattr(drill, "expect_success", then_sabotage)
     monkeypatch.setattr(drill, "start_environment", remember_url)
     report = drill.run_drill(keys=20_000)
 

@@ -2,9 +2,11 @@
 
 Every JSONPath a definition reads from the state data (Choice ``Variable``s, ``SecondsPath``,
 ``...Path`` and ``"key.$"`` parameters) starts at a root that one model describes: the backup
-machine's ``$.pending`` (``PendingSet``), ``$.plan`` (``BackupPlan``) and ``$.snapshot``
-(``SnapshotPoll``), the restore machine's ``$.job`` (``RestoreJob``). A misspelt field in the ASL,
-or a field renamed in the code, fails here instead of reading as null in a Choice state.
+machine's ``$.pending`` (``PendingSet``), ``$.plan`` (``BackupPlan``), ``$.snapshot``
+(``SnapshotPoll``), ``$.sharding`` (``ShardingPlan``) and its Map's ``$.shard`` (``ShardDump``),
+the restore machine's ``$.job`` (``RestoreJob``) and its Map's ``$.part`` (``RestorePart``). A
+misspelt field in the ASL, or a field renamed in the code, fails here instead of reading as null
+in a Choice state.
 """
 
 from __future__ import annotations
@@ -21,16 +23,24 @@ import pytest
 from pydantic import BaseModel
 
 from servalsheets_backup.components.pending import PendingSet
-from servalsheets_backup.workflows.backup_steps import BackupPlan, SnapshotPoll
-from servalsheets_backup.workflows.restore.job import RestoreJob
+from servalsheets_backup.components.redis_logical.component import ShardDump
+from servalsheets_backup.workflows.backup_steps import BackupPlan, ShardingPlan, SnapshotPoll
+from servalsheets_backup.workflows.restore.job import RestoreJob, RestorePart
 
 from .template_helpers import STATEMACHINES_DIR
 
 pytestmark = pytest.mark.unit
 
 MODELS: dict[str, dict[str, Any]] = {
-    "backup": {"pending": PendingSet, "plan": BackupPlan, "snapshot": SnapshotPoll},
-    "restore": {"job": RestoreJob},
+    "backup": {
+        "pending": PendingSet,
+        "plan": BackupPlan,
+        "snapshot": SnapshotPoll,
+        "sharding": ShardingPlan,
+        "shard": ShardDump,  # inside the Map's iterations
+        "shard_dumps": list[ShardDump],  # the Map's result
+    },
+    "restore": {"job": RestoreJob, "part": RestorePart, "redis_parts": list[RestorePart]},
 }
 # Roots that hold no workflow state: what Step Functions writes ($.error from a Catch) and what
 # the machine passes on whole or collects for its final output.
@@ -133,7 +143,15 @@ def test_a_job_with_an_unknown_or_mistyped_field_is_refused_at_the_boundary() ->
         "owner": "test",
         "started_ms": 1,
         "redis_mode": "logical",
-        "redis": {"done": False, "waiting": False, "chunk": 2, "records": 10, "flushed": False, "totals": {}},
+        "redis": {
+            "done": False,
+            "waiting": False,
+            "chunk": 2,
+            "records": 10,
+            "flushed": False,
+            "totals": {},
+            "parts": [],
+        },
     }
     assert dump_job(job_from({"job": job})) == {**job, "target": {"update_redis_url_secret": False}}
     with pytest.raises(InvalidInputError, match=r"malformed \(redsi\)"):

@@ -77,10 +77,25 @@ def test_diagram_draws_every_state_and_labels_every_catch(asl: Path) -> None:
     ids = asl_diagram._state_ids(list(definition["States"]))
     # Then every state is declared and every Catch clause is a labelled edge to its handler
     for name, state in definition["States"].items():
-        assert any(line.strip().endswith(f" as {ids[name]}") for line in lines), name
+        declared = (f" as {ids[name]}", f" as {ids[name]} {{")  # a Map is a box around its iteration
+        assert any(line.strip().endswith(declared) for line in lines), name
         for catcher in state.get("Catch", []):
             label = "catch " + ", ".join(catcher["ErrorEquals"])
             assert f"    {ids[name]} --> {ids[catcher['Next']]} : {label}" in lines, (name, label)
+
+
+def test_a_map_is_drawn_as_a_box_around_its_iteration() -> None:
+    definition = json.loads((REPO_ROOT / "statemachines" / "restore.asl.json").read_text(encoding="utf-8"))
+    lines = [line.strip() for line in asl_diagram.mermaid(definition)]
+    start = lines.index('state "Restore every shard" as s_restore_every_shard {')
+    inner = lines[start + 1 : lines.index("}", start)]
+    assert 'state "Restore shard chunks" as s_restore_every_shard__restore_shard_chunks' in inner
+    assert (
+        "s_restore_every_shard__shard_restored --> s_restore_every_shard__restore_shard_chunks : otherwise"
+        in inner
+    )
+    rows = asl_diagram.table(definition)
+    assert any(row.startswith("| Restore every shard / Restore shard chunks | Task |") for row in rows)
 
 
 def test_generator_draws_choices_defaults_ends_and_catches() -> None:

@@ -92,6 +92,7 @@ servalsheets_backup/workflows/restore/finish.py
 servalsheets_backup/workflows/restore/job.py
 servalsheets_backup/workflows/restore/preflight.py
 servalsheets_backup/workflows/restore/prepare.py
+servalsheets_backup/workflows/restore/redis_shards.py
 servalsheets_backup/workflows/restore/rollback.py
 servalsheets_backup/workflows/restore/run.py
 servalsheets_backup/workflows/restore/safety.py

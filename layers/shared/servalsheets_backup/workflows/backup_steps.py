@@ -62,6 +62,15 @@ class BackupPlan:
 
 
 @dataclass(frozen=True)
+class ShardingPlan:
+    """The shards the backup's Map dumps (``$.sharding``; a test checks the ASL)."""
+
+    pending: PendingSet
+    shards: list[dict[str, Any]]  # ShardDump.to_dict, one per shard: the Map's items
+    max_concurrency: int
+
+
+@dataclass(frozen=True)
 class SnapshotPoll:
     """One look at an ElastiCache snapshot (``$.snapshot``)."""
 
@@ -120,17 +129,14 @@ def dump_redis(services: Services, event: dict[str, Any], deadline: float | None
     - none: in rdb-stream mode the server's whole RDB snapshot, in logical mode one chunk of the
       shards one after another (the state machine loops until ``redis_done``).
     """
+    pending = _pending(event, services)
     action = event.get("action")
     if action not in DUMP_ACTIONS:
         raise InvalidInputError(f"the dump step's 'action' must be one of {', '.join(DUMP_ACTIONS[1:])}")
-    pending = _pending(event, services)
     if action == "plan":
         shards = redis_logical.plan_shards(services, pending)
-        return {
-            "pending": pending.to_dict(),
-            "shards": [shard.to_dict() for shard in shards],
-            "max_concurrency": services.settings.redis_shard_concurrency,
-        }
+        items = [shard.to_dict() for shard in shards]
+        return asdict(ShardingPlan(pending, items, services.settings.redis_shard_concurrency))
     if action == "shard":
         shard = redis_logical.ShardDump.from_dict(event.get("shard"))
         return redis_logical.dump_shard_chunk(services, pending, shard, deadline).to_dict()
