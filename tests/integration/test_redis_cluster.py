@@ -22,7 +22,7 @@ from servalsheets_backup.adapters.redis_cluster import check_unchanged, discover
 from servalsheets_backup.components.redis_logical import cluster as logical_cluster
 from servalsheets_backup.components.redis_logical.cluster import ClusterTargets, dump_shard, require_one_shard
 from servalsheets_backup.components.redis_logical.restore import RestoreResult, restore_records
-from servalsheets_backup.errors import RedisBackupError
+from servalsheets_backup.errors import RedisBackupError, TransientError
 from servalsheets_backup.format.redis_slots import SLOTS, key_slot, uncovered_slots
 from servalsheets_backup.observability import CollectingMetrics
 from servalsheets_backup.services import Services
@@ -368,3 +368,18 @@ def test_a_shard_dump_continues_from_its_own_cursor_per_invocation(
         merge = {"action": "merge", "pending": planned["pending"], "shards": [shard]}
         with pytest.raises(RedisBackupError, match="needs every one of the 3 shards finished"):
             backup_steps.dump_redis(services, merge, None)
+
+
+def test_a_restore_error_names_the_primary_that_failed(cluster: RedisCluster) -> None:
+    streams, _ = dump_every_shard(cluster.url)
+    target = start_redis_cluster(2)
+    try:
+        with ClusterTargets(target.url) as targets:
+            target.nodes[1].stop()  # the second primary goes away after the layout was read
+            with pytest.raises(TransientError) as caught:
+                restore_records(
+                    targets.targets, [streams[0]], now_ms=time.time_ns() // 1_000_000, mode="merge"
+                )
+        assert f"127.0.0.1:{target.nodes[1].port} is unreachable" in str(caught.value)
+    finally:
+        target.stop()

@@ -3,7 +3,7 @@ wire that pipelines hand-packed commands with two batches in flight."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -111,24 +111,38 @@ def _scrub(text: str, client: redis.Redis) -> str:
 
 
 @contextmanager
-def redis_errors(client: redis.Redis, action: str) -> Iterator[None]:
-    """Translate redis-py exceptions into this system's error classes, without secrets."""
-    where = server_address(client)
+def redis_errors(
+    client: redis.Redis, action: str, node: Callable[[], redis.Redis] | None = None
+) -> Iterator[None]:
+    """Translate redis-py exceptions into this system's error classes, without secrets.
+
+    ``node``, when given, names the server the failing command went to (one of several
+    primaries of a cluster); otherwise the error names ``client``'s server.
+    """
     try:
         yield
-    except redis.AuthenticationError:
-        raise RedisBackupError(
+    except redis.RedisError as exc:
+        translated = _translated(exc, node() if node is not None else client, action)
+        if translated is exc:
+            raise
+        raise translated from None
+
+
+def _translated(error: redis.RedisError, client: redis.Redis, action: str) -> Exception:
+    """This system's error for a redis-py error (the error itself when there is none)."""
+    where = server_address(client)
+    if isinstance(error, redis.AuthenticationError):  # a ConnectionError subclass: test it first
+        return RedisBackupError(
             f"{action}: Redis at {where} rejected the credentials (check the user and password)"
-        ) from None
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise TransientError(
+        )
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        return TransientError(
             f"{action}: Redis at {where} is unreachable or timed out "
-            f"({type(exc).__name__}: {_scrub(str(exc), client)})"
-        ) from None
-    except redis.ResponseError as exc:
-        raise RedisBackupError(
-            f"{action}: Redis at {where} refused a command: {_scrub(str(exc), client)}"
-        ) from None
+            f"({type(error).__name__}: {_scrub(str(error), client)})"
+        )
+    if isinstance(error, redis.ResponseError):
+        return RedisBackupError(f"{action}: Redis at {where} refused a command: {_scrub(str(error), client)}")
+    return error
 
 
 class Wire:

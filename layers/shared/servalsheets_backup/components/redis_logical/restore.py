@@ -196,22 +196,28 @@ def restore_records(
     records = iter(stream)
     skipped = sum(1 for _ in islice(records, skip_records))
     processed = skipped
-    with redis_errors(targets.clients[0], "redis restore"), ExitStack() as stack:
-        wires = [stack.enter_context(open_wire(c)) for c in targets.clients]
+    node = [0]  # the primary being talked to, so an error names it
+    with (
+        redis_errors(targets.clients[0], "redis restore", lambda: targets.clients[node[0]]),
+        ExitStack() as stack,
+    ):
+        wires = []
+        for node[0], client in enumerate(targets.clients):
+            wires.append(stack.enter_context(open_wire(client)))
         inflight: list[list[bytes]] = [[] for _ in wires]
         for group in _batches(records, batch):
             processed += len(group)
             elapsed = now_ms + int((time.monotonic() - started) * 1000) - stream.header.backup_time_ms
             sent: list[list[bytes]] = [[] for _ in wires]
-            for index, records_of_node in _route(group, targets.owner, len(wires)):
-                data, sent[index] = restorer.pack(records_of_node, elapsed)
-                if sent[index]:
-                    wires[index].send(data)
-            _collect_all(restorer, wires, inflight)
+            for node[0], records_of_node in _route(group, targets.owner, len(wires)):
+                data, sent[node[0]] = restorer.pack(records_of_node, elapsed)
+                if sent[node[0]]:
+                    wires[node[0]].send(data)
+            _collect_all(restorer, wires, inflight, node)
             inflight = sent
             if deadline is not None and time.monotonic() >= deadline:
                 break
-        _collect_all(restorer, wires, inflight)
+        _collect_all(restorer, wires, inflight, node)
     if stream.end is not None and skipped < skip_records:
         raise InvalidInputError(f"skip_records {skip_records} is beyond the stream's {skipped} records")
     result = restorer.result
@@ -236,8 +242,10 @@ def _route(
     yield from ((index, group) for index, group in enumerate(groups) if group)
 
 
-def _collect_all(restorer: _Restorer, wires: Sequence[Wire], inflight: Sequence[list[bytes]]) -> None:
-    for wire, keys in zip(wires, inflight, strict=True):
+def _collect_all(
+    restorer: _Restorer, wires: Sequence[Wire], inflight: Sequence[list[bytes]], node: list[int]
+) -> None:
+    for node[0], (wire, keys) in enumerate(zip(wires, inflight, strict=True)):
         if keys:
             restorer.collect(wire, keys)
 
