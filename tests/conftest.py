@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from servalsheets_backup_local.testing.moto_patches import install as install_moto_patches
 from servalsheets_backup_local.testing.redis_server import RedisServer, start_redis
+
+install_moto_patches()  # moto cannot decrypt under multi-Region KMS keys without it (see the module)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVENTS_DIR = REPO_ROOT / "events"

@@ -27,6 +27,11 @@ class BackupNotFoundError(BackupSystemError):
     exit_code = 3
 
 
+class IncompleteSetError(BackupNotFoundError):
+    """A standby bucket holds a set's manifest but not yet every object it lists (replication
+    has not finished, or failed): the set is not complete there and is never restored."""
+
+
 class IntegrityError(BackupSystemError):
     """A backup object or manifest failed an integrity or authenticity check.
 

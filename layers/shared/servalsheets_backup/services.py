@@ -58,6 +58,7 @@ class Services:
             keyring,
             environment=self.settings.environment,
             kms_key_id=self.settings.kms_key_id,
+            replica=self.settings.stack_role == "standby",
         )
 
     @cached_property

@@ -29,6 +29,8 @@ ENV_REPLICATION_GROUP_ID = "ELASTICACHE_REPLICATION_GROUP_ID"
 ENV_SERVERLESS_CACHE_NAME = "ELASTICACHE_SERVERLESS_CACHE_NAME"
 ENV_REDIS_RETENTION_DAYS = "REDIS_RETENTION_DAYS"
 ENV_REDIS_SHARD_CONCURRENCY = "REDIS_SHARD_CONCURRENCY"
+ENV_STACK_ROLE = "STACK_ROLE"
+STACK_ROLES = ("primary", "standby")
 # Token store
 ENV_TOKEN_STORE_PATH = "GOOGLE_TOKEN_STORE_PATH"  # nosec B105
 ENV_ENCRYPTION_KEY = "ENCRYPTION_KEY"
@@ -70,6 +72,7 @@ class Settings:
     serverless_cache_name: str | None = None
     redis_retention_days: int = 7
     redis_shard_concurrency: int = 4  # shards a Map state dumps or restores at once
+    stack_role: str = "primary"  # standby: the bucket is a replica, filled by S3 Replication
     token_store_path: str | None = None
     token_key: str | None = field(default=None, repr=False)
     token_key_secret_id: str | None = None
@@ -108,6 +111,9 @@ class Settings:
         concurrency = env.get(ENV_REDIS_SHARD_CONCURRENCY, "4").strip() or "4"
         if not concurrency.isdigit() or not 1 <= int(concurrency) <= 40:
             raise ConfigurationError(f"{ENV_REDIS_SHARD_CONCURRENCY} must be a whole number from 1 to 40")
+        stack_role = env.get(ENV_STACK_ROLE, "primary").strip() or "primary"
+        if stack_role not in STACK_ROLES:
+            raise ConfigurationError(f"{ENV_STACK_ROLE} must be one of {', '.join(STACK_ROLES)}")
         parameter_path = env.get(ENV_CONFIG_PARAMETER_PATH) or None
         if parameter_path and not parameter_path.startswith("/"):
             raise ConfigurationError(f"{ENV_CONFIG_PARAMETER_PATH} must start with '/'")
@@ -125,6 +131,7 @@ class Settings:
             serverless_cache_name=env.get(ENV_SERVERLESS_CACHE_NAME) or None,
             redis_retention_days=int(retention),
             redis_shard_concurrency=int(concurrency),
+            stack_role=stack_role,
             token_store_path=env.get(ENV_TOKEN_STORE_PATH) or None,
             token_key=env.get(ENV_ENCRYPTION_KEY) or env.get(ENV_TOKEN_STORE_KEY) or None,
             token_key_secret_id=env.get(ENV_TOKEN_KEY_SECRET_ID) or None,

@@ -32,6 +32,10 @@ def start_moto(execute_state_machines: bool = True) -> MotoServer:
 
     from moto.server import ThreadedMotoServer
 
+    from .moto_patches import install as install_moto_patches
+
+    install_moto_patches()  # multi-Region KMS keys (see moto_patches.py)
+
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
     port = free_port()
     # The Step Functions interpreter calls back into moto at localhost:$MOTO_PORT.

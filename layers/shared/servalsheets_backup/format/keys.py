@@ -230,9 +230,14 @@ class KmsKeyring:
         entries = [w for w in wrapped if w.get("type") == WRAP_KMS]
         if not entries:
             raise IntegrityError(_subject(context), "wrapped key", "no KMS-wrapped data key in the header")
+        recorded = str(entries[0].get("key_id", ""))
+        # In another Region, decrypt with the related multi-Region key there (same mrk- key id).
+        local = self._key_id if _is_replica_of(self._key_id, recorded) else None
         try:
             response = self._kms.decrypt(
-                CiphertextBlob=b64decode(entries[0]["blob"]), EncryptionContext=dict(context)
+                CiphertextBlob=b64decode(entries[0]["blob"]),
+                EncryptionContext=dict(context),
+                **({"KeyId": local} if local else {}),
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
@@ -242,6 +247,14 @@ class KmsKeyring:
                     "wrapped key",
                     "KMS rejected the data key: it was not wrapped for this backup object",
                 ) from exc
+            if code in _KEY_UNUSABLE:
+                region = getattr(getattr(self._kms, "meta", None), "region_name", None) or "this Region"
+                raise ConfigurationError(
+                    f"KMS in {region} cannot decrypt the data key of {_subject(context)}, wrapped under "
+                    f"{recorded or 'an unrecorded key'} ({code}); this stack's key is {self._key_id}. In a "
+                    "standby Region, BACKUP_KMS_KEY_ID must be the replica there of the primary's "
+                    "multi-Region key, usable by this role (docs/operations.md, Region is down)"
+                ) from None
             raise
         except ValueError as exc:
             raise IntegrityError(_subject(context), "wrapped key", "not valid base64") from exc
@@ -249,6 +262,34 @@ class KmsKeyring:
         if len(key) != DATA_KEY_BYTES:
             raise IntegrityError(_subject(context), "wrapped key", "data key has the wrong length")
         return key
+
+
+_KEY_UNUSABLE = (
+    "AccessDeniedException",
+    "NotFoundException",
+    "KMSInvalidStateException",
+    "DisabledException",
+)
+
+
+def _region_of(key_arn: str) -> str:
+    """The Region of a KMS key ARN (``arn:aws:kms:<region>:...``), or '' for an id or alias."""
+    parts = key_arn.split(":")
+    return parts[3] if len(parts) > 5 and parts[0] == "arn" else ""
+
+
+def _key_id_of(key_arn: str) -> str:
+    return key_arn.rsplit("/", 1)[-1] if key_arn.startswith("arn:") else key_arn
+
+
+def _is_replica_of(configured: str, recorded: str) -> bool:
+    """True when ``configured`` is the same multi-Region key as ``recorded`` in another Region."""
+    key_id = _key_id_of(configured)
+    return (
+        key_id.startswith("mrk-")
+        and key_id == _key_id_of(recorded)
+        and _region_of(configured) != _region_of(recorded)
+    )
 
 
 class LocalKeyring:

@@ -156,12 +156,23 @@ class ObjectUpload:
 class BackupStore:
     """Reads and writes backup sets in one bucket with one keyring."""
 
-    def __init__(self, s3: Any, bucket: str, keyring: Keyring, *, environment: str, kms_key_id: str) -> None:
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        keyring: Keyring,
+        *,
+        environment: str,
+        kms_key_id: str,
+        replica: bool = False,
+    ) -> None:
         self.s3 = s3
         self.bucket = bucket
         self.keyring = keyring
         self.environment = environment
         self.kms_key_id = kms_key_id
+        # A standby's bucket, filled by S3 Replication: a set counts only once all of it arrived.
+        self.replica = replica
 
     # -- writing -------------------------------------------------------------------------
     def open_object(self, kind: str, backup_id: str, name: str, component: str) -> ObjectUpload:
@@ -243,6 +254,10 @@ class BackupStore:
                     if ref is not None:
                         refs.append(ref)
         refs.sort(key=lambda ref: (ref.created_at, ref.backup_id), reverse=True)
+        if self.replica:
+            from servalsheets_backup.store.replicas import only_complete
+
+            return only_complete(self, refs)
         return refs
 
     def find(self, backup_id: str, kind: str | None = None) -> SetRef:
@@ -257,7 +272,12 @@ class BackupStore:
                 if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                     continue
                 raise
-            return SetRef(each_kind, backup_id, key)
+            ref = SetRef(each_kind, backup_id, key)
+            if self.replica:
+                from servalsheets_backup.store.replicas import require_complete
+
+                return require_complete(self, ref)
+            return ref
         raise BackupNotFoundError(
             f"no complete backup set {backup_id}: run `servalsheets-backup list` to see what exists"
         )

@@ -1,0 +1,48 @@
+"""Sets in a standby bucket: complete only once every object the manifest lists has arrived.
+
+S3 Replication copies objects in no particular order, so the manifest, written last in the
+primary, may reach the standby before the objects it lists. A standby's store therefore counts
+a set as complete only when every object named in its manifest is there with its stored size
+(and, for objects uploaded with one, its CRC64NVME); anything else is an incomplete set, never
+listed, resolved or restored. The manifest's body is read without authenticating it here (it
+only names what to look for): restores authenticate it as always.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from servalsheets_backup.errors import IncompleteSetError
+from servalsheets_backup.format.manifest import peek_manifest
+
+if TYPE_CHECKING:
+    from servalsheets_backup.store.sets import BackupStore, SetRef
+
+
+def missing_objects(store: BackupStore, ref: SetRef) -> list[str]:
+    """Names of the objects ``ref``'s manifest lists that are not (yet) in the bucket as listed."""
+    body = peek_manifest(store.s3.get_object(Bucket=store.bucket, Key=ref.manifest_key)["Body"].read())
+    present: dict[str, int] = {}
+    for page in store.s3.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=ref.prefix):
+        for item in page.get("Contents", []):
+            present[item["Key"][len(ref.prefix) :]] = int(item.get("Size", -1))
+    entries: list[dict[str, Any]] = [e for e in body.get("objects", []) if isinstance(e, dict)]
+    return [str(e.get("name")) for e in entries if present.get(str(e.get("name"))) != e.get("stored_size")]
+
+
+def require_complete(store: BackupStore, ref: SetRef) -> SetRef:
+    """``ref`` when every object has arrived; IncompleteSetError naming what is missing otherwise."""
+    missing = missing_objects(store, ref)
+    if missing:
+        raise IncompleteSetError(
+            f"backup set {ref.backup_id} is incomplete in the standby bucket {store.bucket}: "
+            f"{len(missing)} of its objects have not arrived ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}); replication is still running or failed. Restore an "
+            "older set (servalsheets-backup list shows only complete ones) or wait for replication"
+        )
+    return ref
+
+
+def only_complete(store: BackupStore, refs: list[SetRef]) -> list[SetRef]:
+    """The sets of ``refs`` whose every object has arrived, in the same order."""
+    return [ref for ref in refs if not missing_objects(store, ref)]
