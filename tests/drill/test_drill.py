@@ -71,7 +71,7 @@ def test_a_failing_drill_reports_why_and_leaves_nothing_running(monkeypatch: pyt
     def broken_disaster(environment: object) -> None:
         raise RuntimeError("simulated crash in the middle of the drill")
 
-    monkeypatch.setattr(drill, "_disaster", broken_disaster)
+    monkeypatch.setattr(drill, "disaster", broken_disaster)
     report = run_drill(keys=200, scenario="full-restore")
     assert not report.ok
     assert report.failure is not None and "simulated crash" in report.failure

@@ -80,6 +80,9 @@ def test_every_rule_message_names_a_parameter_its_assertion_reads() -> None:
         ({"EnableTokensSchedule": "true", "TokenKeySecretName": ""}, "TokenBackupsNeedTheStore"),
         ({"ConfigSecretNames": "", "ConfigParameterPath": ""}, "ConfigBackupsNeedASource"),
         ({"RestoreTestSecretPrefix": ""}, "RestoreTestNeedsScratchTargets"),
+        ({"StackRole": "standby"}, "StandbyNeedsThePrimaryKey"),
+        ({"StackRole": "standby", "StandbyBucketName": "b"}, "StandbyNeedsThePrimaryKey"),
+        ({"StandbyBucketName": "ssbk-standby", "StandbyRegion": "us-west-2"}, "ReplicationNeedsTheStandby"),
     ],
 )
 def test_each_rule_refuses_the_answers_it_guards(answers: dict[str, str], rule: str) -> None:
@@ -210,10 +213,12 @@ def test_required_answers_come_first_in_the_guided_prompt() -> None:
     first = groups[0]["Parameters"] + groups[1]["Parameters"]
     without_default = [name for name, spec in template["Parameters"].items() if "Default" not in spec]
     assert set(without_default) <= set(first)
+    standby = next(g for g in groups if g["Label"]["default"].startswith("Standby Region"))["Parameters"]
     named_by_rules = set(re.findall(r"'Ref': '(\w+)'", str(template["Rules"]))) - {
         "EnableTokensSchedule",
         "EnableConfigSchedule",
         "EnableRestoreTestSchedule",
+        *standby,  # answered only by who adds a standby Region (docs/operations.md)
     }
     assert named_by_rules <= set(first), named_by_rules - set(first)
     grouped = [name for group in groups for name in group["Parameters"]]

@@ -79,6 +79,7 @@ servalsheets_backup/store/__init__.py
 servalsheets_backup/store/audit.py
 servalsheets_backup/store/locks.py
 servalsheets_backup/store/object_reader.py
+servalsheets_backup/store/replicas.py
 servalsheets_backup/store/sets.py
 servalsheets_backup/workflows/__init__.py
 servalsheets_backup/workflows/backup.py

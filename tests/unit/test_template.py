@@ -551,10 +551,20 @@ def test_bucket_policy_lets_elasticache_into_staging_and_its_own_exports_only(
     serverless = [s["Fn::If"] for s in document["Statement"] if "Fn::If" in s]
     # The bucket root is opened only when a serverless cache is configured.
     assert [(c, s["Sid"], f) for c, s, f in serverless] == [
-        ("SnapshotsServerlessCache", "ElastiCacheServerlessExportObjects", NO_VALUE)
+        ("SnapshotsServerlessCache", "ElastiCacheServerlessExportObjects", NO_VALUE),
+        # ... and a standby lets a primary in another account replicate into it
+        ("AcceptsReplicasFromAnotherAccount", "ReplicasFromThePrimaryAccount", NO_VALUE),
     ]
+    replicas = [a for a in allows if a.get("Sid") == "ReplicasFromThePrimaryAccount"]
+    assert [a["Principal"] for a in replicas] == [{"AWS": {"Ref": "PrimaryReplicationRoleArn"}}]
+    assert all(
+        action.startswith(
+            ("s3:replicate", "s3:objectowner", "s3:getbucketversioning", "s3:putbucketversioning")
+        )
+        for action in actions(replicas[0])
+    )
     granted: set[str] = set()
-    for allow in allows:
+    for allow in (a for a in allows if a not in replicas):
         assert allow["Principal"] == {
             "Service": {"Fn::Sub": "${AWS::Region}.elasticache-snapshot.amazonaws.com"}
         }
@@ -755,10 +765,24 @@ def test_every_granted_action_exists(translated: dict[str, Any]) -> None:
 
 
 def test_kms_grants_name_only_the_backup_key_or_application_keys(translated: dict[str, Any]) -> None:
+    backup_key = {"Fn::GetAtt": ["BackupKey", "Arn"]}
+    # a standby's replica of the primary's multi-Region key: that key's account and id, this Region
+    replica = {
+        "Fn::Sub": [
+            "arn:${AWS::Partition}:kms:${AWS::Region}:${Account}:key/${KeyId}",
+            {
+                "Account": {
+                    "Fn::Select": [4, {"Fn::Split": [":", {"Fn::Sub": "${PrimaryBackupKeyArn}:::::"}]}]
+                },
+                "KeyId": {"Fn::Select": [1, {"Fn::Split": ["/", {"Fn::Sub": "${PrimaryBackupKeyArn}/"}]}]},
+            },
+        ]
+    }
     allowed = (
-        {"Fn::GetAtt": ["BackupKey", "Arn"]},
+        backup_key,
         {"Ref": "ApplicationKmsKeyArns"},
         {"Ref": "ElastiCacheKmsKeyArn"},
+        [backup_key, {"Fn::If": ["IsStandby", replica, NO_VALUE]}],
     )
     for owner, document in identity_policies(translated):
         for statement in statements(document):
@@ -988,7 +1012,7 @@ def test_outputs_name_every_arn_and_name_a_user_needs(source: dict[str, Any]) ->
         reference = re.fullmatch(r"\$\{(\w+)(\.Arn)?\}", sub_text(value) or "")
         if reference:
             target = reference.group(1)
-        if target is not None:
+        if target is not None and target not in source["Parameters"]:
             assert target in source["Resources"], name
 
 

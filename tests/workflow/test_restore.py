@@ -171,7 +171,7 @@ def test_restore_configuration_only(env: LocalEnvironment, seeded: SeededState) 
     assert_config_restored(env, expected)
     assert summary["results"]["config"]["parameters_removed"] == 1
     assert "Restore configuration" in run.entered
-    assert "Restore token store" not in run.entered and "Restore Redis keys" not in run.entered
+    assert "Restore token store" not in run.entered and "Restore every shard" not in run.entered
     # ... and nothing else was touched
     assert redis_differences(env.production.url, others.redis, since=others.taken_at) == []
     assert env.token_path.read_bytes() == others.tokens
@@ -192,7 +192,7 @@ def test_restore_token_store_only(env: LocalEnvironment, seeded: SeededState) ->
     }
     assert not env.token_path.with_name(env.token_path.name + ".tmp").exists()
     assert secret_string(env, ENV_SECRET) == expected.env_secret
-    assert "Restore configuration" not in run.entered and "Restore Redis keys" not in run.entered
+    assert "Restore configuration" not in run.entered and "Restore every shard" not in run.entered
 
 
 def test_restore_redis_only(env: LocalEnvironment, seeded: SeededState) -> None:
@@ -233,7 +233,8 @@ def test_restore_full_set_after_a_disaster(env: LocalEnvironment, seeded: Seeded
     assert [name for name in run.entered if name.startswith("Restore ") and "?" not in name] == [
         "Restore configuration",
         "Restore token store",
-        "Restore Redis keys",
+        "Restore every shard",  # the logical Redis restore's Map (one part: a standalone set)
+        "Restore shard chunks",
         "Restore succeeded",
     ]
     assert env.metrics.values("RestoreSucceeded") == [1]
@@ -440,7 +441,7 @@ def test_failure_after_the_safety_backup_rolls_the_target_back_exactly(
     assert env.metrics.values("RestoreFailed") == [1]
     if point in ("restore-redis", "maintenance-end", "verify"):
         # the target really had been restored before the failure
-        assert {"Restore configuration", "Restore token store", "Restore Redis keys"} <= set(run.entered)
+        assert {"Restore configuration", "Restore token store", "Restore shard chunks"} <= set(run.entered)
 
 
 # -- concurrency -----------------------------------------------------------------------------

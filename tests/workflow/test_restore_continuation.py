@@ -39,12 +39,12 @@ def test_restore_continues_from_the_saved_record_position(env: LocalEnvironment)
     finally:
         module.deadline_of = original
 
-    # Then the restore state looped, one batch per invocation, and every key arrived exactly once
+    # Then the restore's one Map iteration looped, one batch per invocation, and every key arrived once
     assert description["status"] == "SUCCEEDED", description.get("cause")
     entered = [
         e["stateEnteredEventDetails"]["name"] for e in env.history(arn) if "stateEnteredEventDetails" in e
     ]
-    assert entered.count("Restore Redis keys") >= 5
+    assert entered.count("Restore shard chunks") >= 5
     source, target = redis.Redis.from_url(env.production.url), redis.Redis.from_url(env.target.url)
     try:
         short_lived = sum(1 for key in source.scan_iter(count=1000) if 0 <= source.pttl(key) < 60_000)

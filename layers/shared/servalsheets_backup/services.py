@@ -51,7 +51,12 @@ class Services:
         escrow = None
         if self.settings.escrow_public_key_pem:
             escrow = EscrowRecipient.from_pem(self.settings.escrow_public_key_pem.encode())
-        keyring = KmsKeyring(self.client("kms"), self.settings.kms_key_id, escrow)
+        keyring = KmsKeyring(
+            self.client("kms"),
+            self.settings.kms_key_id,
+            escrow,
+            replica_key_id=self.settings.replica_kms_key_id,
+        )
         return BackupStore(
             self.client("s3"),
             self.settings.bucket,

@@ -20,6 +20,10 @@ ENV_ENVIRONMENT = "BACKUP_ENVIRONMENT"
 ENV_ESCROW_PUBLIC_KEY = "ESCROW_PUBLIC_KEY"
 ENV_STATE_TABLE = "STATE_TABLE"
 ENV_NOTIFY_TOPIC_ARN = "NOTIFY_TOPIC_ARN"
+# Standby Region
+ENV_STACK_ROLE = "STACK_ROLE"
+ENV_REPLICA_KMS_KEY_ID = "BACKUP_REPLICA_KMS_KEY_ID"
+STACK_ROLES = ("primary", "standby")
 # bandit B105 below: these are the names of environment variables, not secrets.
 # Redis
 ENV_REDIS_MODE = "REDIS_MODE"
@@ -29,8 +33,6 @@ ENV_REPLICATION_GROUP_ID = "ELASTICACHE_REPLICATION_GROUP_ID"
 ENV_SERVERLESS_CACHE_NAME = "ELASTICACHE_SERVERLESS_CACHE_NAME"
 ENV_REDIS_RETENTION_DAYS = "REDIS_RETENTION_DAYS"
 ENV_REDIS_SHARD_CONCURRENCY = "REDIS_SHARD_CONCURRENCY"
-ENV_STACK_ROLE = "STACK_ROLE"
-STACK_ROLES = ("primary", "standby")
 # Token store
 ENV_TOKEN_STORE_PATH = "GOOGLE_TOKEN_STORE_PATH"  # nosec B105
 ENV_ENCRYPTION_KEY = "ENCRYPTION_KEY"
@@ -73,6 +75,8 @@ class Settings:
     redis_retention_days: int = 7
     redis_shard_concurrency: int = 4  # shards a Map state dumps or restores at once
     stack_role: str = "primary"  # standby: the bucket is a replica, filled by S3 Replication
+    # standby: the replica here of the primary's multi-Region key, which unwraps replicated sets
+    replica_kms_key_id: str | None = None
     token_store_path: str | None = None
     token_key: str | None = field(default=None, repr=False)
     token_key_secret_id: str | None = None
@@ -132,6 +136,7 @@ class Settings:
             redis_retention_days=int(retention),
             redis_shard_concurrency=int(concurrency),
             stack_role=stack_role,
+            replica_kms_key_id=env.get(ENV_REPLICA_KMS_KEY_ID) or None,
             token_store_path=env.get(ENV_TOKEN_STORE_PATH) or None,
             token_key=env.get(ENV_ENCRYPTION_KEY) or env.get(ENV_TOKEN_STORE_KEY) or None,
             token_key_secret_id=env.get(ENV_TOKEN_KEY_SECRET_ID) or None,

@@ -201,10 +201,18 @@ class EscrowKeyring:
 class KmsKeyring:
     """Data keys from AWS KMS ``GenerateDataKey``, optionally also wrapped for an escrow key."""
 
-    def __init__(self, kms_client: Any, key_id: str, escrow: EscrowRecipient | None = None) -> None:
+    def __init__(
+        self,
+        kms_client: Any,
+        key_id: str,
+        escrow: EscrowRecipient | None = None,
+        replica_key_id: str | None = None,
+    ) -> None:
         self._kms = kms_client
         self._key_id = key_id
         self._escrow = escrow
+        # A standby's replica of the primary's multi-Region key (new data keys use ``key_id``).
+        self._replica_key_id = replica_key_id
 
     def new_data_key(self, context: Context) -> DataKey:
         """Ask KMS for a fresh AES-256 data key bound to ``context``."""
@@ -232,7 +240,8 @@ class KmsKeyring:
             raise IntegrityError(_subject(context), "wrapped key", "no KMS-wrapped data key in the header")
         recorded = str(entries[0].get("key_id", ""))
         # In another Region, decrypt with the related multi-Region key there (same mrk- key id).
-        local = self._key_id if _is_replica_of(self._key_id, recorded) else None
+        candidates = [key for key in (self._replica_key_id, self._key_id) if key]
+        local = next((key for key in candidates if _is_replica_of(key, recorded)), None)
         try:
             response = self._kms.decrypt(
                 CiphertextBlob=b64decode(entries[0]["blob"]),

@@ -10,13 +10,38 @@ only names what to look for): restores authenticate it as always.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from servalsheets_backup.errors import IncompleteSetError
 from servalsheets_backup.format.manifest import peek_manifest
 
-if TYPE_CHECKING:
-    from servalsheets_backup.store.sets import BackupStore, SetRef
+_Ref = TypeVar("_Ref", bound="SetRef")
+
+
+class BackupStore(Protocol):
+    """What this module reads of ``store.sets.BackupStore`` (which imports this module)."""
+
+    s3: Any
+    bucket: str
+
+
+class SetRef(Protocol):
+    """What this module reads of ``store.sets.SetRef``."""
+
+    @property
+    def backup_id(self) -> str:
+        """The set's backup id."""
+        ...
+
+    @property
+    def manifest_key(self) -> str:
+        """The key of the set's manifest."""
+        ...
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix of the set's objects."""
+        ...
 
 
 def missing_objects(store: BackupStore, ref: SetRef) -> list[str]:
@@ -30,7 +55,7 @@ def missing_objects(store: BackupStore, ref: SetRef) -> list[str]:
     return [str(e.get("name")) for e in entries if present.get(str(e.get("name"))) != e.get("stored_size")]
 
 
-def require_complete(store: BackupStore, ref: SetRef) -> SetRef:
+def require_complete(store: BackupStore, ref: _Ref) -> _Ref:
     """``ref`` when every object has arrived; IncompleteSetError naming what is missing otherwise."""
     missing = missing_objects(store, ref)
     if missing:
@@ -43,6 +68,6 @@ def require_complete(store: BackupStore, ref: SetRef) -> SetRef:
     return ref
 
 
-def only_complete(store: BackupStore, refs: list[SetRef]) -> list[SetRef]:
+def only_complete(store: BackupStore, refs: list[_Ref]) -> list[_Ref]:
     """The sets of ``refs`` whose every object has arrived, in the same order."""
     return [ref for ref in refs if not missing_objects(store, ref)]
