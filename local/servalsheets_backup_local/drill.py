@@ -23,6 +23,7 @@ import redis
 from servalsheets_backup.format.redis_keys import OAUTH_KEY_PATTERNS
 
 from .drill_cluster import CLUSTER_SOURCE_SHARDS, scenario_cluster, start_cluster
+from .drill_region import STANDBY_REGION, StandbySite, scenario_region_loss, setup_standby
 from .drill_report import DrillReport
 from .drill_steps import (
     ScenarioRun,
@@ -87,11 +88,15 @@ def run_drill(
     environment = start_environment(with_app=True, extra_parameters=SCENARIO_PARAMETERS.get(scenario))
     serverless = None
     clusters: list[RedisCluster] = []
+    standby: StandbySite | None = None
     try:
         _describe_environment(environment, report)
         if scenario == "elasticache-serverless":
             serverless = _install_serverless_stand_in(environment, report)
         seed_into = None
+        if scenario == "region-loss":
+            say(f"deploying the standby stack in {STANDBY_REGION}; the primary replicates to it")
+            standby = setup_standby(environment, report)
         if scenario == "cluster":
             say(
                 f"starting a {CLUSTER_SOURCE_SHARDS}-shard Redis Cluster on 127.0.0.1; REDIS_URL points at it"
@@ -102,7 +107,9 @@ def run_drill(
         seeded = seed_state(environment, keys, redis_client=seed_into)
         say("running every backup schedule as EventBridge would")
         _run_backups(environment, kinds, report)
-        _SCENARIO_RUNNERS[scenario](ScenarioRun(environment, seeded, report, say, serverless, clusters))
+        _SCENARIO_RUNNERS[scenario](
+            ScenarioRun(environment, seeded, report, say, serverless, clusters, standby)
+        )
         if keep is not None:
             keep(environment)
     except Exception as exc:  # the report says what failed; the processes are stopped below
@@ -112,6 +119,8 @@ def run_drill(
             serverless.close()
         for cluster in clusters:
             cluster.stop()
+        if standby is not None:
+            standby.stop()
         environment.close()
     return report
 
@@ -330,4 +339,5 @@ _SCENARIO_RUNNERS: dict[str, Callable[[ScenarioRun], None]] = {
     "elasticache-serverless": _scenario_elasticache_serverless,
     "rdb-stream": _scenario_rdb_stream,
     "cluster": scenario_cluster,
+    "region-loss": scenario_region_loss,
 }

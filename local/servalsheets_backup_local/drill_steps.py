@@ -32,6 +32,7 @@ class ScenarioRun:
     say: Callable[[str], None]
     serverless: ServerlessCacheStandIn | None = None
     clusters: list[RedisCluster] | None = None  # the cluster scenario's; stopped by run_drill
+    standby: Any = None  # the region-loss scenario's drill_region.StandbySite; stopped by run_drill
 
 
 # -- the disaster and the restore ----------------------------------------------------------------

@@ -9,4 +9,5 @@ DRILL_SCENARIOS = (
     "elasticache-serverless",
     "rdb-stream",
     "cluster",
+    "region-loss",
 )

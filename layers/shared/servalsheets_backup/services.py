@@ -34,7 +34,9 @@ class Services:
         return cls(Settings.from_env(), metrics or CollectingMetrics())
 
     def client(self, service: str) -> Any:
-        """A boto3 client (AWS_ENDPOINT_URL honoured)."""
+        """A boto3 client in the settings' Region (AWS_ENDPOINT_URL honoured)."""
+        if self.settings.region:
+            return aws.client_in(service, self.settings.region)
         return aws.client(service)
 
     def serverless(self) -> Any:

@@ -77,6 +77,7 @@ class Settings:
     stack_role: str = "primary"  # standby: the bucket is a replica, filled by S3 Replication
     # standby: the replica here of the primary's multi-Region key, which unwraps replicated sets
     replica_kms_key_id: str | None = None
+    region: str | None = None  # AWS_REGION (Lambda sets it); None: boto3's own resolution
     token_store_path: str | None = None
     token_key: str | None = field(default=None, repr=False)
     token_key_secret_id: str | None = None
@@ -137,6 +138,7 @@ class Settings:
             redis_shard_concurrency=int(concurrency),
             stack_role=stack_role,
             replica_kms_key_id=env.get(ENV_REPLICA_KMS_KEY_ID) or None,
+            region=env.get("AWS_REGION") or None,
             token_store_path=env.get(ENV_TOKEN_STORE_PATH) or None,
             token_key=env.get(ENV_ENCRYPTION_KEY) or env.get(ENV_TOKEN_STORE_KEY) or None,
             token_key_secret_id=env.get(ENV_TOKEN_KEY_SECRET_ID) or None,

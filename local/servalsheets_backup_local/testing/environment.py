@@ -52,6 +52,8 @@ class LocalEnvironment:
     app: AppStandIn | None = None
     saved_env: dict[str, str | None] = field(default_factory=dict)
     undo: list[Callable[[], None]] = field(default_factory=list)
+    region: str = "us-east-1"
+    parameters: dict[str, Any] = field(default_factory=dict)  # the stack's parameter answers
 
     @property
     def token_path(self) -> Path:
@@ -120,13 +122,12 @@ class LocalEnvironment:
 
     def services(self) -> Services:
         """Services configured like the given function (defaults to the restore function)."""
-        return Services(
-            Settings.from_env({**os.environ, **self.function_env("PrepareRestoreFunction")}), self.metrics
-        )
+        environment = {**os.environ, **self.function_env("PrepareRestoreFunction"), "AWS_REGION": self.region}
+        return Services(Settings.from_env(environment), self.metrics)
 
     def client(self, service: str) -> Any:
-        """A boto3 client for the local endpoint."""
-        return aws.client(service)
+        """A boto3 client for the local endpoint, in this deployment's Region."""
+        return aws.client_in(service, self.region)
 
     def start_execution(self, logical_id: str, payload: dict[str, Any], name: str | None = None) -> str:
         """Start a state machine execution; returns its ARN."""
@@ -287,7 +288,15 @@ def start_environment(
         parameters = {**drill_parameters(workdir), **(extra_parameters or {})}
         deployment = LocalDeployer(REPO_ROOT, "servalsheets-backup-drill", parameters).deploy(runner)
         environment = LocalEnvironment(
-            workdir, moto, production, target, deployment, runner, app=app, saved_env=saved
+            workdir,
+            moto,
+            production,
+            target,
+            deployment,
+            runner,
+            app=app,
+            saved_env=saved,
+            parameters=parameters,
         )
         _install_services_factory(environment)
         _create_application_secrets(environment)

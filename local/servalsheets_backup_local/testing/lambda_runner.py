@@ -94,7 +94,9 @@ class LambdaRunner:
         self._original = LambdaFunction._invoke_lambda
 
         def _invoke_lambda(function: Any, event: str | None = None) -> tuple[str, bool, str]:
-            return runner.invoke(function.function_name, function.environment_vars, event)
+            # Lambda sets AWS_REGION to the function's Region: clients then talk to that Region
+            environment = {**function.environment_vars, "AWS_REGION": function.region}
+            return runner.invoke(function.function_name, environment, event)
 
         LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]
 

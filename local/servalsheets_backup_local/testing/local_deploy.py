@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,12 +99,27 @@ class LocalDeployer:
 
     def deploy(self, runner: LambdaRunner) -> Deployment:
         """Check the parameters as CloudFormation would, then translate, resolve and create every
-        resource; register handlers with ``runner``. Raises DeployCheckError naming what is wrong."""
+        resource in the deployer's Region; register handlers with ``runner``. Raises
+        DeployCheckError naming what is wrong."""
+        return self._in_region(self._deploy, runner)
+
+    def _in_region(self, step: Callable[..., Deployment], *args: Any) -> Deployment:
+        saved = os.environ.get("AWS_REGION")
+        os.environ["AWS_REGION"] = self.region  # aws.client() picks the Region up per call
+        try:
+            return step(*args)
+        finally:
+            if saved is None:
+                os.environ.pop("AWS_REGION", None)
+            else:
+                os.environ["AWS_REGION"] = saved
+
+    def _deploy(self, runner: LambdaRunner, deployment: Deployment | None = None) -> Deployment:
         template = load_template(self.repo_root / "template.yaml")
         require_deployable(template, self.parameters, local_paths=True)
         parameters = self._parameters(template)
         translated, local_paths = translate(template, parameters, self.region)
-        deployment = Deployment(translated)
+        deployment = deployment or Deployment(translated)
         resolver = Resolver(
             parameters,
             self._pseudo(),
@@ -116,6 +132,9 @@ class LocalDeployer:
             if "Condition" in resource and not resolver.condition(resource["Condition"]):
                 continue
             properties = resolver.resolve(resource.get("Properties", {}))
+            if logical_id in deployment.physical or logical_id in deployment.skipped:
+                _update(deployment, logical_id, resource["Type"], properties)
+                continue
             deployment.properties[logical_id] = properties
             if resource["Type"] not in _CREATORS:
                 deployment.skipped[logical_id] = resource["Type"]
@@ -128,6 +147,13 @@ class LocalDeployer:
             if value is not NO_VALUE:
                 deployment.outputs[name] = value
         return deployment
+
+    def update(self, deployment: Deployment, runner: LambdaRunner, parameters: dict[str, Any]) -> Deployment:
+        """A stack update with changed ``parameters``, as far as a standby needs one: resources
+        whose condition now holds are created and a bucket takes its new replication rules; any
+        other property change of an existing resource is refused by name (this is not CloudFormation)."""
+        self.parameters = {**self.parameters, **parameters}
+        return self._in_region(self._deploy, runner, deployment)
 
     def create(self, site: Site, logical_id: str, resource_type: str, properties: dict[str, Any]) -> None:
         """Create one resource in moto and record its physical id and attributes."""
@@ -154,6 +180,24 @@ class LocalDeployer:
         """A physical name like CloudFormation's: stack-LogicalId-suffix."""
         name = f"{self.stack_name}-{logical_id}"[: limit - 7] + "-local1"
         return name.lower() if lower else name
+
+
+def _update(deployment: Deployment, logical_id: str, resource_type: str, properties: dict[str, Any]) -> None:
+    """Apply the one in-place change the local deployer supports: a bucket's replication rules."""
+    before = deployment.properties.get(logical_id, {})
+    if before == properties:
+        return
+    changed = sorted(k for k in before.keys() | properties.keys() if before.get(k) != properties.get(k))
+    if resource_type == "AWS::S3::Bucket" and changed == ["ReplicationConfiguration"]:
+        rules = replication_rules(properties["ReplicationConfiguration"])
+        aws.client("s3").put_bucket_replication(
+            Bucket=deployment.physical[logical_id], ReplicationConfiguration=rules
+        )
+    elif resource_type in _CREATORS:
+        raise ValueError(
+            f"the local deployer cannot update {logical_id} ({resource_type}): {', '.join(changed)} changed"
+        )
+    deployment.properties[logical_id] = properties
 
 
 def _references(node: Any) -> set[str]:
@@ -244,11 +288,26 @@ Creator = Callable[[Site, str, dict[str, Any]], Created]
 
 def _kms_key(site: Site, lid: str, p: dict[str, Any]) -> Created:
     kms = aws.client("kms")
-    key = kms.create_key(Description=p.get("Description", lid), Policy=json.dumps(p.get("KeyPolicy", {})))
+    key = kms.create_key(
+        Description=p.get("Description", lid),
+        Policy=json.dumps(p.get("KeyPolicy", {})),
+        MultiRegion=bool(p.get("MultiRegion")),
+    )
     key_id = key["KeyMetadata"]["KeyId"]
     if p.get("EnableKeyRotation"):
         kms.enable_key_rotation(KeyId=key_id)
     return Created(key_id, {"Arn": key["KeyMetadata"]["Arn"], "KeyId": key_id})
+
+
+def _kms_replica_key(site: Site, lid: str, p: dict[str, Any]) -> Created:
+    """ReplicateKey, asked of the primary key's Region, into this deployment's Region."""
+    primary = str(p["PrimaryKeyArn"])
+    source = aws.client_in("kms", primary.split(":")[3])
+    # moto 5.2.5's ReplicateKey wants the key id (an ARN raises KeyError); AWS takes either
+    replica = source.replicate_key(
+        KeyId=primary.rsplit("/", 1)[1], ReplicaRegion=site.region, Policy=json.dumps(p.get("KeyPolicy", {}))
+    )["ReplicaKeyMetadata"]
+    return Created(replica["KeyId"], {"Arn": replica["Arn"], "KeyId": replica["KeyId"]})
 
 
 def _kms_alias(site: Site, lid: str, p: dict[str, Any]) -> Created:
@@ -259,9 +318,18 @@ def _kms_alias(site: Site, lid: str, p: dict[str, Any]) -> Created:
 def _bucket(site: Site, lid: str, p: dict[str, Any]) -> Created:
     s3 = aws.client("s3")
     name = p.get("BucketName") or site.generated_name(lid, 63, lower=True)
-    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=bool(p.get("ObjectLockEnabled")))
+    location = (
+        {}
+        if site.region == "us-east-1"
+        else {"CreateBucketConfiguration": {"LocationConstraint": site.region}}
+    )
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=bool(p.get("ObjectLockEnabled")), **location)
     if "VersioningConfiguration" in p:
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration=p["VersioningConfiguration"])
+    if "ReplicationConfiguration" in p:
+        s3.put_bucket_replication(
+            Bucket=name, ReplicationConfiguration=replication_rules(p["ReplicationConfiguration"])
+        )
     if "BucketEncryption" in p:
         rules = [
             {
@@ -282,6 +350,14 @@ def _bucket(site: Site, lid: str, p: dict[str, Any]) -> Created:
     if p.get("ObjectLockConfiguration"):
         s3.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration=p["ObjectLockConfiguration"])
     return Created(name, {"Arn": f"arn:aws:s3:::{name}", "DomainName": f"{name}.s3.amazonaws.com"})
+
+
+def replication_rules(config: dict[str, Any]) -> dict[str, Any]:
+    """A bucket's replication rules in the S3 API's form (CloudFormation's ``Id`` is ``ID``)."""
+    rules = [
+        {("ID" if key == "Id" else key): value for key, value in rule.items()} for rule in config["Rules"]
+    ]
+    return {"Role": config["Role"], "Rules": rules}
 
 
 def _lifecycle(config: dict[str, Any]) -> dict[str, Any]:
@@ -463,6 +539,7 @@ def _schedule(site: Site, lid: str, p: dict[str, Any]) -> Created:
 _CREATORS: dict[str, Creator] = {
     "AWS::KMS::Key": _kms_key,
     "AWS::KMS::Alias": _kms_alias,
+    "AWS::KMS::ReplicaKey": _kms_replica_key,
     "AWS::S3::Bucket": _bucket,
     "AWS::DynamoDB::Table": _table,
     "AWS::SNS::Topic": _topic,

@@ -23,6 +23,11 @@ def client(service: str) -> Any:
     return _client(service, endpoint, region)
 
 
+def client_in(service: str, region: str) -> Any:
+    """A boto3 client for ``service`` in ``region`` (a standby's or primary's), AWS_ENDPOINT_URL honoured."""
+    return _client(service, os.environ.get("AWS_ENDPOINT_URL") or None, region)
+
+
 def reset_clients() -> None:
     """Forget cached clients (tests switch endpoints and credentials)."""
     _client.cache_clear()
