@@ -7,6 +7,8 @@ be listed, resolved or restored there.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -129,3 +131,41 @@ def test_a_standby_set_counts_only_once_every_object_has_arrived(regions: TwoReg
     assert listed.backup_id == backup_id
     assert regions.standby.resolve("latest", "redis") == listed
     assert regions.standby.verify_set(listed).ok
+
+
+def test_the_cli_lists_and_verifies_the_standby_copy_against_the_primary(
+    regions: TwoRegions, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from servalsheets_backup.adapters.aws import reset_clients
+    from servalsheets_backup.cli.main import main
+
+    reset_clients()
+    backup_id, (manifest_key, *objects) = _write_set(regions.primary)
+    monkeypatch.setenv("BACKUP_KMS_KEY_ID", regions.replica_key)
+    monkeypatch.setenv("BACKUP_ENVIRONMENT", "test")
+    standby = ["--region", STANDBY, "--bucket", "ssbk-standby", "--standby"]
+
+    _replicate([manifest_key])  # the manifest first: the set is not complete in the standby yet
+    capsys.readouterr()
+    assert main([*standby, "list", "--json"]) == 0
+    assert capsys.readouterr().out.strip() == "[]"
+
+    _replicate(objects)
+    assert main([*standby, "list", "--json"]) == 0
+    assert [item["backup_id"] for item in json.loads(capsys.readouterr().out)] == [backup_id]
+    against = ["--against-bucket", "ssbk-primary", "--against-region", PRIMARY]
+    assert main([*standby, "verify", backup_id, "--json", *against]) == 0
+    checks = json.loads(capsys.readouterr().out)["checks"]
+    assert checks[-1] == {
+        "object": "set",
+        "ok": True,
+        "check": "same as in ssbk-primary",
+        "detail": "manifest bytes and object sizes equal",
+    }
+
+    # A copy that differs from the primary's is reported by name (exit 4)
+    boto3.client("s3", region_name=PRIMARY).put_object(Bucket="ssbk-primary", Key=objects[1], Body=b"y" * 3)
+    assert main([*standby, "verify", backup_id, "--json", *against]) == 4
+    failed = [c for c in json.loads(capsys.readouterr().out)["checks"] if not c["ok"]]
+    assert [c["object"] for c in failed] == ["redis/dump-0002"]
+    assert os.environ.get("AWS_REGION") != STANDBY, "the options do not outlive the command"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from servalsheets_backup import __version__
+from servalsheets_backup.cli import standby as cli_standby
 from servalsheets_backup.errors import BackupSystemError, IntegrityError, InvalidInputError
 from servalsheets_backup.format.manifest import KINDS
 
@@ -27,6 +28,7 @@ EPILOG = """environment:
   BACKUP_ENVIRONMENT                   environment name bound into every key (default prod)
   STATE_TABLE                          lock table (stack output), needed by backup and restore
   AWS_DEFAULT_REGION, AWS_ENDPOINT_URL region, and an endpoint for local use (the drill's --keep)
+  --region, --bucket, --standby        work on a standby Region's bucket (docs/operations.md, Region is down)
   see docs/operations.md for the rest (REDIS_URL, GOOGLE_TOKEN_STORE_PATH, CONFIG_*)
 
 exit codes: 0 ok, 2 usage, 3 backup not found, 4 integrity failure, 5 locked, 6 verification failed
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    cli_standby.add_location_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _add(
@@ -70,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add(
         sub,
         "verify",
-        "Verify a set: manifest authenticity, hashes, full decryption.",
-        "servalsheets-backup verify latest --kind tokens",
-        _selector_args,
+        "Verify a set: manifest authenticity, hashes, full decryption; with --against-bucket, its copy too.",
+        "servalsheets-backup verify latest --kind tokens\n"
+        "servalsheets-backup verify latest --kind full --against-bucket STANDBY_BUCKET",
+        _verify_args,
     )
     _add(
         sub,
@@ -124,6 +128,11 @@ def _kind_option(command: argparse.ArgumentParser) -> None:
 def _selector_args(command: argparse.ArgumentParser) -> None:
     command.add_argument("backup", help='a backup id, or "latest" (newest set of --kind)')
     _kind_option(command)
+
+
+def _verify_args(command: argparse.ArgumentParser) -> None:
+    _selector_args(command)
+    cli_standby.add_compare_options(command)
 
 
 def _decrypt_args(command: argparse.ArgumentParser) -> None:
@@ -293,15 +302,18 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     """Verify a set end to end."""
-    store = _services().store
+    services = _services()
+    store = services.store
     ref = store.resolve(args.backup, args.kind)
     report = _verify_with_progress(store, ref, out, None)
+    rows = [(c.name, c.ok, c.check, c.detail) for c in report.checks]
+    rows += cli_standby.compare_rows(args, services, ref)
     data = {
-        "ok": report.ok,
+        "ok": all(row[1] for row in rows),
         "kind": ref.kind,
         "backup_id": ref.backup_id,
         "checks": [
-            {"object": c.name, "ok": c.ok, "check": c.check, "detail": c.detail} for c in report.checks
+            {"object": name, "ok": ok, "check": check, "detail": detail} for name, ok, check, detail in rows
         ],
     }
 
@@ -309,14 +321,14 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         out.table(
             f"Verify {ref.kind} {ref.backup_id}",
             ["object", "result", "check", "detail"],
-            [(c.name, "ok" if c.ok else "FAILED", c.check, c.detail) for c in report.checks],
+            [(name, "ok" if ok else "FAILED", check, detail) for name, ok, check, detail in rows],
         )
-        out.line("VERIFIED" if report.ok else "VERIFICATION FAILED")
+        out.line("VERIFIED" if data["ok"] else "VERIFICATION FAILED")
 
     out.emit(data, human)
-    failure = report.first_failure()
+    failure = next((row for row in rows if not row[1]), None)
     if failure is not None:
-        out.stderr.write(f"error: {failure.name}: {failure.check} failed {failure.detail}\n")
+        out.stderr.write(f"error: {failure[0]}: {failure[2]} failed {failure[3]}\n")
         return EXIT_INTEGRITY
     return EXIT_OK
 
@@ -443,7 +455,11 @@ def program(argv: Sequence[str], stdout: TextIO | None = None, stderr: TextIO | 
         from servalsheets_backup.cli import restore as cli_restore
 
         handler = cli_restore.COMMANDS[args.command]
-    return handler(args, out)
+    undo = cli_standby.apply_location(args)
+    try:
+        return handler(args, out)
+    finally:
+        undo()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -256,8 +256,9 @@ class KmsKeyring:
                     "wrapped key",
                     "KMS rejected the data key: it was not wrapped for this backup object",
                 ) from exc
-            if code in _KEY_UNUSABLE:
-                region = getattr(getattr(self._kms, "meta", None), "region_name", None) or "this Region"
+            region = getattr(getattr(self._kms, "meta", None), "region_name", None) or "this Region"
+            if code in _KEY_UNUSABLE and region != _region_of(recorded):
+                # Another Region than the key's (a standby): the replica there is what is wrong.
                 raise ConfigurationError(
                     f"KMS in {region} cannot decrypt the data key of {_subject(context)}, wrapped under "
                     f"{recorded or 'an unrecorded key'} ({code}); this stack's key is {self._key_id}. In a "

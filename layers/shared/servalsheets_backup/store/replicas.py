@@ -71,3 +71,38 @@ def require_complete(store: BackupStore, ref: _Ref) -> _Ref:
 def only_complete(store: BackupStore, refs: list[_Ref]) -> list[_Ref]:
     """The sets of ``refs`` whose every object has arrived, in the same order."""
     return [ref for ref in refs if not missing_objects(store, ref)]
+
+
+def compare_copies(
+    s3: Any, bucket: str, other_s3: Any, other_bucket: str, ref: SetRef
+) -> list[tuple[str, str]]:
+    """(object, what differs) between a set in ``bucket`` and its copy in ``other_bucket``.
+
+    The manifest must be byte for byte the same (it authenticates every object's digests) and
+    every object it lists must be in both with its stored size; ``verify`` then checks the
+    copies' contents end to end.
+    """
+    manifest = s3.get_object(Bucket=bucket, Key=ref.manifest_key)["Body"].read()
+    try:
+        copy = other_s3.get_object(Bucket=other_bucket, Key=ref.manifest_key)["Body"].read()
+    except Exception:  # NoSuchKey, or the bucket cannot be read
+        return [("manifest.json", f"absent from {other_bucket}")]
+    if copy != manifest:
+        return [("manifest.json", "differs: the two buckets hold different sets under one id")]
+    differences = []
+    for entry in peek_manifest(manifest).get("objects", []):
+        name, size = str(entry.get("name")), entry.get("stored_size")
+        sizes = [
+            _size(client, name_of_bucket, ref.prefix + name)
+            for client, name_of_bucket in ((s3, bucket), (other_s3, other_bucket))
+        ]
+        if sizes != [size, size]:
+            differences.append((name, f"stored size {size}, found {sizes[0]} and {sizes[1]}"))
+    return differences
+
+
+def _size(s3: Any, bucket: str, key: str) -> int | None:
+    try:
+        return int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
+    except Exception:  # absent (404) or unreadable: reported as missing
+        return None
