@@ -29,6 +29,7 @@ from .drill_steps import (
     judge_redis,
     restore,
 )
+from .testing.bucket_resources import replication_rules
 from .testing.environment import (
     ENV_SECRET,
     REDIS_SECRET,
@@ -38,7 +39,7 @@ from .testing.environment import (
     drill_parameters,
 )
 from .testing.keyspace import capture_after
-from .testing.local_deploy import LocalDeployer, replication_rules
+from .testing.local_deploy import LocalDeployer
 from .testing.redis_server import RedisServer, start_redis
 from .testing.region_outage import NAME as OUTAGE_STAND_IN
 from .testing.region_outage import region_outage

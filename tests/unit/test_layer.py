@@ -43,6 +43,7 @@ servalsheets_backup/adapters/secrets.py
 servalsheets_backup/cli/__init__.py
 servalsheets_backup/cli/main.py
 servalsheets_backup/cli/restore.py
+servalsheets_backup/cli/standby.py
 servalsheets_backup/components/__init__.py
 servalsheets_backup/components/config.py
 servalsheets_backup/components/pending.py

@@ -20,7 +20,8 @@ from typing import Any
 from servalsheets_backup.adapters import aws
 
 from ..deploy_check import require_deployable
-from . import network_resources
+from . import bucket_resources, network_resources
+from .bucket_resources import replication_rules
 from .intrinsics import LOCAL_ACCOUNT, NO_VALUE, Resolver, pseudo_parameters
 from .lambda_runner import LambdaRunner
 from .template_file import load_template
@@ -316,86 +317,9 @@ def _kms_alias(site: Site, lid: str, p: dict[str, Any]) -> Created:
 
 
 def _bucket(site: Site, lid: str, p: dict[str, Any]) -> Created:
-    s3 = aws.client("s3")
     name = p.get("BucketName") or site.generated_name(lid, 63, lower=True)
-    location = (
-        {}
-        if site.region == "us-east-1"
-        else {"CreateBucketConfiguration": {"LocationConstraint": site.region}}
-    )
-    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=bool(p.get("ObjectLockEnabled")), **location)
-    if "VersioningConfiguration" in p:
-        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration=p["VersioningConfiguration"])
-    if "ReplicationConfiguration" in p:
-        s3.put_bucket_replication(
-            Bucket=name, ReplicationConfiguration=replication_rules(p["ReplicationConfiguration"])
-        )
-    if "BucketEncryption" in p:
-        rules = [
-            {
-                "ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"],
-                "BucketKeyEnabled": bool(rule.get("BucketKeyEnabled", False)),
-            }
-            for rule in p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-        ]
-        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
-    if "PublicAccessBlockConfiguration" in p:
-        s3.put_public_access_block(
-            Bucket=name, PublicAccessBlockConfiguration=p["PublicAccessBlockConfiguration"]
-        )
-    if "LifecycleConfiguration" in p:
-        s3.put_bucket_lifecycle_configuration(
-            Bucket=name, LifecycleConfiguration=_lifecycle(p["LifecycleConfiguration"])
-        )
-    if p.get("ObjectLockConfiguration"):
-        s3.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration=p["ObjectLockConfiguration"])
+    bucket_resources.create_bucket(name, site.region, p)
     return Created(name, {"Arn": f"arn:aws:s3:::{name}", "DomainName": f"{name}.s3.amazonaws.com"})
-
-
-def replication_rules(config: dict[str, Any]) -> dict[str, Any]:
-    """A bucket's replication rules in the S3 API's form (CloudFormation's ``Id`` is ``ID``)."""
-    rules = [
-        {("ID" if key == "Id" else key): value for key, value in rule.items()} for rule in config["Rules"]
-    ]
-    return {"Role": config["Role"], "Rules": rules}
-
-
-def _lifecycle(config: dict[str, Any]) -> dict[str, Any]:
-    """CloudFormation's lifecycle property names -> the S3 API's."""
-    rules = []
-    for rule in config.get("Rules", []):
-        api: dict[str, Any] = {
-            "ID": rule.get("Id", "rule"),
-            "Status": rule.get("Status", "Enabled"),
-        }
-        filter_: dict[str, Any] = {}
-        tags = [{"Key": t["Key"], "Value": t["Value"]} for t in rule.get("TagFilters", [])]
-        prefix = rule.get("Prefix")
-        if tags:
-            filter_ = (
-                {"And": {"Prefix": prefix or "", "Tags": tags}}
-                if (prefix or len(tags) > 1)
-                else {"Tag": tags[0]}
-            )
-        else:
-            filter_ = {"Prefix": prefix or ""}
-        api["Filter"] = filter_
-        if "ExpirationInDays" in rule:
-            api["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
-        if "AbortIncompleteMultipartUpload" in rule:
-            api["AbortIncompleteMultipartUpload"] = {
-                "DaysAfterInitiation": int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
-            }
-        if "NoncurrentVersionExpiration" in rule:
-            api["NoncurrentVersionExpiration"] = {
-                "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
-            }
-        if "ExpiredObjectDeleteMarker" in rule:
-            api.setdefault("Expiration", {})["ExpiredObjectDeleteMarker"] = bool(
-                rule["ExpiredObjectDeleteMarker"]
-            )
-        rules.append(api)
-    return {"Rules": rules}
 
 
 def _table(site: Site, lid: str, p: dict[str, Any]) -> Created:
