@@ -34,6 +34,7 @@ from .testing.environment import (
     ENV_SECRET,
     REDIS_SECRET,
     REPO_ROOT,
+    TARGET_REDIS_SECRET,
     TOKEN_KEY_SECRET,
     LocalEnvironment,
     drill_parameters,
@@ -57,20 +58,22 @@ class StandbySite:
 
     view: LocalEnvironment
     redis: RedisServer
+    scratch: RedisServer  # the weekly restore test's target in the standby Region
     replication: ReplicationStandIn
     notes: dict[str, Any] = field(default_factory=dict)
 
     def stop(self) -> None:
-        """Stop the standby's redis-server (moto and the runner belong to the primary environment)."""
+        """Stop the standby's redis-servers (moto and the runner belong to the primary environment)."""
         self.redis.stop()
+        self.scratch.stop()
 
 
 def setup_standby(environment: LocalEnvironment, report: DrillReport) -> StandbySite:
     """Deploy the standby stack, give it its Region's secrets, and update the primary to replicate."""
-    redis = start_redis()
+    redis, scratch = start_redis(), start_redis()
     try:
         view = _deploy_standby(environment, redis)
-        _create_standby_secrets(environment, view, redis)
+        _create_standby_secrets(environment, view, redis, scratch)
         bucket = view.output("BackupBucketName")
         LocalDeployer(REPO_ROOT, "servalsheets-backup-drill", environment.parameters).update(
             environment.deployment,
@@ -83,6 +86,7 @@ def setup_standby(environment: LocalEnvironment, report: DrillReport) -> Standby
         )
     except BaseException:
         redis.stop()
+        scratch.stop()
         raise
     rules = replication_rules(environment.deployment.properties["BackupBucket"]["ReplicationConfiguration"])
     replication = ReplicationStandIn(environment.output("BackupBucketName"), PRIMARY_REGION, rules)
@@ -96,7 +100,7 @@ def setup_standby(environment: LocalEnvironment, report: DrillReport) -> Standby
     report.environment["not_emulated"] = sorted(
         {*report.environment["not_emulated"], REPLICATION_STAND_IN, OUTAGE_STAND_IN}
     )
-    return StandbySite(view, redis, replication)
+    return StandbySite(view, redis, scratch, replication)
 
 
 def _deploy_standby(environment: LocalEnvironment, redis: RedisServer) -> LocalEnvironment:
@@ -126,12 +130,14 @@ def _deploy_standby(environment: LocalEnvironment, redis: RedisServer) -> LocalE
 
 
 def _create_standby_secrets(
-    environment: LocalEnvironment, view: LocalEnvironment, redis: RedisServer
+    environment: LocalEnvironment, view: LocalEnvironment, redis: RedisServer, scratch: RedisServer
 ) -> None:
-    """What an operator keeps in the standby Region: REDIS_URL of the Redis there, and the token
-    store key (a Secrets Manager replica of the primary's secret; copied here)."""
+    """What an operator keeps in the standby Region: REDIS_URL of the Redis there and of the weekly
+    restore test's scratch Redis, and the token store key (a Secrets Manager replica of the
+    primary's secret; copied here)."""
     manager = view.client("secretsmanager")
     manager.create_secret(Name=REDIS_SECRET, SecretString=json.dumps({"REDIS_URL": redis.url}))
+    manager.create_secret(Name=TARGET_REDIS_SECRET, SecretString=json.dumps({"REDIS_URL": scratch.url}))
     token_key = environment.client("secretsmanager").get_secret_value(SecretId=TOKEN_KEY_SECRET)[
         "SecretString"
     ]
@@ -158,6 +164,13 @@ def scenario_region_loss(run: ScenarioRun) -> None:
         "the standby's freshness check sees every kind",
         freshness["status"] == "SUCCEEDED" and all(age < 3600 for age in ages.values()),
         json.dumps(ages),
+    )
+    say("running the standby's weekly restore test, as its schedule would")
+    weekly = site.view.fire_schedule("RestoreStateMachineRestoreTestSchedule")
+    report.check(
+        "the weekly restore test passes in the standby Region",
+        weekly["status"] == "SUCCEEDED",
+        str(weekly.get("error") or ""),
     )
     say(f"losing {PRIMARY_REGION}: every request to it refused from here on")
     with region_outage(PRIMARY_REGION) as refused:
