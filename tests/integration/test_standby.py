@@ -169,3 +169,39 @@ def test_the_cli_lists_and_verifies_the_standby_copy_against_the_primary(
     failed = [c for c in json.loads(capsys.readouterr().out)["checks"] if not c["ok"]]
     assert [c["object"] for c in failed] == ["redis/dump-0002"]
     assert os.environ.get("AWS_REGION") != STANDBY, "the options do not outlive the command"
+
+
+def test_the_standby_freshness_check_names_replication_when_nothing_arrived(regions: TwoRegions) -> None:
+    from servalsheets_backup.observability import CollectingMetrics
+    from servalsheets_backup.services import Services
+    from servalsheets_backup.settings import Settings
+    from servalsheets_backup.workflows import freshness
+
+    boto3.client("dynamodb", region_name=STANDBY).create_table(
+        TableName="state",
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+    )
+    settings = Settings.from_env(
+        {
+            "BACKUP_BUCKET": "ssbk-standby",
+            "BACKUP_KMS_KEY_ID": regions.replica_key,
+            "BACKUP_ENVIRONMENT": "test",
+            "STATE_TABLE": "state",
+            "STACK_ROLE": "standby",
+            "AWS_REGION": STANDBY,
+        }
+    )
+    metrics = CollectingMetrics()
+    nothing = freshness.report(Services(settings, metrics))
+    assert (
+        "no complete config, tokens, redis, full set has arrived in the standby bucket" in nothing["warning"]
+    )
+    assert nothing["backup_age_seconds"]["redis"] == freshness.NEVER_SECONDS
+
+    _, keys = _write_set(regions.primary)
+    _replicate(keys)
+    arrived = freshness.report(Services(settings, metrics))
+    assert arrived["backup_age_seconds"]["redis"] < 3600
+    assert "redis" not in arrived["warning"] and "config" in arrived["warning"]
