@@ -26,6 +26,7 @@ from servalsheets_backup_local.testing.environment import (
     ENV_SECRET,
     PARAMETER_PATH,
     STAND_IN_NETWORK,
+    TARGET_REDIS_SECRET,
     TOKEN_KEY_SECRET,
     LocalEnvironment,
 )
@@ -54,6 +55,12 @@ Snapshot = dict[bytes, tuple[bytes | None, int]]
 def run_restore(env: LocalEnvironment, **request: Any) -> Run:
     """Start the restore state machine with a console-style request and wait for it."""
     return finish(env, env.start_execution("RestoreStateMachine", request))
+
+
+def restore_redis_to_scratch(env: LocalEnvironment, backup_id: str) -> Run:
+    """Replace the restore-test Redis (TARGET_REDIS_SECRET) with one set's Redis keys."""
+    target = {"redis_url_secret_id": TARGET_REDIS_SECRET}
+    return run_restore(env, backup=backup_id, kinds=["redis"], mode="replace", target=target, poll_seconds=0)
 
 
 def run_backup(env: LocalEnvironment, request: dict[str, Any]) -> Run:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from servalsheets_backup.services import Services
-from servalsheets_backup_local.testing.environment import TARGET_REDIS_SECRET, LocalEnvironment
+from servalsheets_backup_local.testing.environment import LocalEnvironment
 from servalsheets_backup_local.testing.seed import seed_servalsheets
 from servalsheets_backup_local.testing.servalsheets_state import SeededState, redis_snapshot
 
@@ -26,7 +26,7 @@ from .support import (
     install_services,
     redis_client,
     redis_differences,
-    run_restore,
+    restore_redis_to_scratch,
     set_objects,
     sets,
 )
@@ -129,14 +129,7 @@ def test_logical_dump_continues_across_invocations_and_restores_completely(
     assert manifest.components["redis"]["chunks"] == dumps
 
     # ... and a restore into the (empty) restore-test Redis brings every key back
-    restore = run_restore(
-        env,
-        backup=ref.backup_id,
-        kinds=["redis"],
-        mode="replace",
-        target={"redis_url_secret_id": TARGET_REDIS_SECRET},
-        poll_seconds=0,
-    )
+    restore = restore_redis_to_scratch(env, ref.backup_id)
     assert restore.status == "SUCCEEDED", (restore.error, restore.message[:500])
     assert all(check["ok"] for check in restore.output["checks"])
     assert redis_differences(env.target.url, backed, since=since) == []

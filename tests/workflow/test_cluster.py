@@ -24,7 +24,7 @@ from servalsheets_backup_local.testing.keyspace import capture_with, compare_key
 from servalsheets_backup_local.testing.redis_cluster import RedisCluster, start_redis_cluster
 from servalsheets_backup_local.testing.seed import seed_servalsheets
 
-from .support import fire, held_locks, reset, run_restore, sets
+from .support import fire, held_locks, reset, restore_redis_to_scratch, sets
 
 pytestmark = pytest.mark.workflow
 KEYS = 3000
@@ -94,14 +94,7 @@ def test_a_three_shard_backup_restores_into_two_shards(
     assert [s["slots"] for s in shards] == ["0-5460", "5461-10922", "10923-16383"]
     assert sum(s["keys"] for s in shards) == manifest.components["redis"]["keys"] == len(before)
 
-    restore = run_restore(
-        env,
-        backup=ref.backup_id,
-        kinds=["redis"],
-        mode="replace",
-        target={"redis_url_secret_id": TARGET_REDIS_SECRET},
-        poll_seconds=0,
-    )
+    restore = restore_redis_to_scratch(env, ref.backup_id)
 
     assert restore.status == "SUCCEEDED", (restore.error, restore.message[:500])
     assert restore.entered.count("Shard restored") == 3
@@ -140,14 +133,7 @@ def test_a_failing_restore_part_rolls_the_target_cluster_back(
         target_before = capture_with(client)
     env.runner.before_invoke = fail_shard("restore_redis:part", 2)
 
-    restore = run_restore(
-        env,
-        backup=backup.output["backup_id"],
-        kinds=["redis"],
-        mode="replace",
-        target={"redis_url_secret_id": TARGET_REDIS_SECRET},
-        poll_seconds=0,
-    )
+    restore = restore_redis_to_scratch(env, backup.output["backup_id"])
 
     assert restore.status == "FAILED" and restore.entered[-1] == "Restore failed and was rolled back"
     assert "Restore every shard" in restore.entered and "Roll back" in restore.entered
