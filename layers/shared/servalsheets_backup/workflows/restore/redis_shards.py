@@ -90,14 +90,14 @@ def restore_part(
 @renews_lock
 def merge(services: Services, job: RestoreJob, parts: list[RestorePart]) -> RestoreJob:
     """Check that every planned part finished, and record the restore's totals."""
-    planned = job.redis.parts if job.redis else []
+    progress = job.redis
+    planned = progress.parts if progress else []
     finished = sorted((part for part in parts if part.done), key=lambda part: part.index)
-    if [part.index for part in finished] != [part.index for part in planned]:
+    if progress is None or [part.index for part in finished] != [part.index for part in planned]:
         raise RedisBackupError(
             f"the Redis restore planned {len(planned)} parts but {len(finished)} finished: "
             "the target is incomplete (the state machine rolls it back)"
         )
-    assert job.redis is not None  # planned is not empty only when it is set
     totals: dict[str, Any] = {}
     for part in finished:
         add_totals(totals, part.totals)
@@ -105,9 +105,9 @@ def merge(services: Services, job: RestoreJob, parts: list[RestorePart]) -> Rest
         {"index": part.index, "objects": len(part.objects), "restored": part.totals.get("restored", 0)}
         for part in finished
     ]
-    job.redis.totals = totals
-    job.redis.parts = []  # restored; the job stays small for the states after
-    job.redis.done = True
+    progress.totals = totals
+    progress.parts = []  # restored; the job stays small for the states after
+    progress.done = True
     record_result(job, "redis", totals)
     maybe_fail(job, "restore-redis")
     return job
