@@ -199,3 +199,21 @@ def test_cluster_mode_group_keeps_every_node_group_and_seeds_the_same_slots(
     ][0]
     assert restored["ClusterEnabled"] is True
     assert [g["Slots"] for g in restored["NodeGroups"]] == source_slots
+
+    # ... and where the source group does not exist (a standby Region), the recorded shape is used
+    assert manifest.components["redis"]["source_shape"] == {
+        "Engine": "redis",
+        "CacheNodeType": "cache.r7g.large",
+    }
+    elsewhere = dataclasses.replace(
+        sharded,
+        settings=dataclasses.replace(sharded.settings, replication_group_id="prod-in-the-lost-region"),
+    )
+    target = {"new_replication_group_id": "standby-restored", "update_redis_url_secret": False}
+    summary = run_restore(elsewhere, {**_request(backup=result.backup_id), "target": target}, "tester")
+    assert summary["outcome"] == "succeeded"
+    seeded = elasticache.describe_replication_groups(ReplicationGroupId="standby-restored")[
+        "ReplicationGroups"
+    ][0]
+    assert seeded["CacheNodeType"] == "cache.r7g.large"
+    assert [g["Slots"] for g in seeded["NodeGroups"]] == source_slots

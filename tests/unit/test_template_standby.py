@@ -66,6 +66,8 @@ def test_the_replication_role_can_read_the_source_and_write_the_replicas(source:
             "s3:getobjectversionforreplication",
             "s3:getobjectversionacl",
             "s3:getobjectversiontagging",
+            "s3:getobjectretention",
+            "s3:getobjectlegalhold",
         },
         "WriteReplicas": {"s3:replicateobject", "s3:replicatetags", "s3:objectowneroverridetobucketowner"},
         "DecryptSourceThroughS3": {"kms:decrypt"},

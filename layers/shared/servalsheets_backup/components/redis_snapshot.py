@@ -50,18 +50,38 @@ def snapshot_status(services: Services, snapshot: str) -> str:
     return str(snapshots.snapshot_status(snapshot))
 
 
-def node_groups(services: Services) -> list[dict[str, str]]:
+def described_group(services: Services) -> dict[str, Any] | None:
+    """DescribeReplicationGroups of the configured group (None for a serverless cache)."""
+    group = services.settings.replication_group_id
+    if not group:
+        return None
+    groups = services.client("elasticache").describe_replication_groups(ReplicationGroupId=group)
+    return dict(groups["ReplicationGroups"][0])
+
+
+def group_shape(group: dict[str, Any]) -> dict[str, Any]:
+    """What a new group seeded from this one's RDB files copies: node type and encryption."""
+    shape: dict[str, Any] = {
+        "Engine": "redis",
+        "CacheNodeType": group.get("CacheNodeType", "cache.t4g.small"),
+    }
+    for flag in ("TransitEncryptionEnabled", "AtRestEncryptionEnabled"):
+        if group.get(flag):
+            shape[flag] = True
+    return shape
+
+
+def node_groups(services: Services, group: dict[str, Any] | None = None) -> list[dict[str, str]]:
     """The configured replication group's node groups (shards), in id order, with their slots.
 
     A cluster-mode-enabled group lists each shard's hash slots (``Slots``, e.g. ``0-5460``); its
     export holds one .rdb file per node group. Cluster-mode-disabled groups have one node group
     and no slots; a serverless cache has none listed here.
     """
-    group = services.settings.replication_group_id
-    if not group:
+    group = group if group is not None else described_group(services)
+    if group is None:
         return []
-    groups = services.client("elasticache").describe_replication_groups(ReplicationGroupId=group)
-    listed = groups["ReplicationGroups"][0].get("NodeGroups") or []
+    listed = group.get("NodeGroups") or []
     found = [
         {
             "node_group_id": str(item.get("NodeGroupId", "")),
@@ -89,8 +109,13 @@ def start_export(services: Services, pending: PendingSet, snapshot: str) -> Pend
         _exporter(services).export(snapshot, bucket, staging_prefix(pending.backup_id))
         pending.source["export"] = {"prefix": staging_prefix(pending.backup_id)}
     pending.source["snapshot_name"] = snapshot
-    groups = node_groups(services)
+    described = described_group(services)
+    groups = node_groups(services, described)
     pending.source["expected_shards"] = max(1, len(groups))
+    if described is not None:
+        # Kept in the manifest so a standby Region, where this group does not exist, can seed
+        # a new group of the same shape.
+        pending.source["source_shape"] = group_shape(described)
     if any("slots" in group for group in groups):
         pending.source["node_groups"] = groups
     return pending
@@ -171,6 +196,9 @@ def ingest_exports(services: Services, pending: PendingSet) -> tuple[PendingSet,
         "backup_time_ms": pending.created_ms,
         "shards": shards,
     }
+    shape = pending.source.pop("source_shape", None)
+    if shape:
+        pending.components["redis"]["source_shape"] = shape
     groups = pending.source.pop("node_groups", None)
     if groups:
         # Cluster mode enabled: the files sort in node-group order (<snapshot>-0001.rdb, ...), so a

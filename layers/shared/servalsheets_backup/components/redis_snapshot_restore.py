@@ -48,7 +48,12 @@ class NewReplicationGroup:
     def __init__(self, services: Services, name: str) -> None:
         self.services, self.name = services, name
 
-    def create(self, seed_arns: list[str], node_groups: list[dict[str, str]] | None = None) -> None:
+    def create(
+        self,
+        seed_arns: list[str],
+        node_groups: list[dict[str, str]] | None = None,
+        recorded_shape: dict[str, Any] | None = None,
+    ) -> None:
         """CreateReplicationGroup with SnapshotArns, one node group per RDB file.
 
         With the source's ``node_groups`` (cluster mode enabled), the new group is cluster mode
@@ -74,7 +79,7 @@ class NewReplicationGroup:
             SnapshotArns=seed_arns,
             NumNodeGroups=max(1, len(seed_arns)),
             **layout,
-            **_source_shape(self.services),
+            **_source_shape(self.services, recorded_shape),
         )
 
     def state(self) -> NewCacheState | None:
@@ -102,7 +107,12 @@ class NewServerlessCache:
     def __init__(self, services: Services, name: str) -> None:
         self.services, self.name = services, name
 
-    def create(self, seed_arns: list[str], node_groups: list[dict[str, str]] | None = None) -> None:
+    def create(
+        self,
+        seed_arns: list[str],
+        node_groups: list[dict[str, str]] | None = None,
+        recorded_shape: dict[str, Any] | None = None,
+    ) -> None:
         """CreateServerlessCache with SnapshotArnsToRestore (a serverless cache shards itself)."""
         source = self.services.settings.serverless_cache_name
         if not source:
@@ -152,7 +162,8 @@ def step(
             "overwritten)"
         )
     if state.get("phase") is None:
-        cache.create(_stage_all(services, restore_id, manifest, read), _node_groups(manifest))
+        recorded = (manifest.components.get("redis") or {}).get("source_shape")
+        cache.create(_stage_all(services, restore_id, manifest, read), _node_groups(manifest), recorded)
         state.update(phase="creating", waiting=True)
         return None
     current = cache.state()
@@ -196,20 +207,26 @@ def _stage(services: Services, entry: ObjectEntry, key: str, read: Any) -> None:
         raise
 
 
-def _source_shape(services: Services) -> dict[str, Any]:
-    """Node type, engine and encryption settings copied from the configured source group."""
+def _source_shape(services: Services, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Node type, engine and encryption settings of the configured source group, or, where that
+    group does not exist (a standby Region), the shape the backup recorded."""
+    from servalsheets_backup.components.redis_snapshot import group_shape
+
     group_id = services.settings.replication_group_id
-    if not group_id:
+    group = None
+    if group_id:
+        elasticache = services.client("elasticache")
+        try:
+            group = _describe(services, group_id)
+        except elasticache.exceptions.ReplicationGroupNotFoundFault:
+            if not recorded:
+                raise
+    if group is None and not recorded:
         raise ConfigurationError("ELASTICACHE_REPLICATION_GROUP_ID is needed to copy the new group's shape")
-    group = _describe(services, group_id)
-    shape: dict[str, Any] = {
-        "Engine": "redis",
-        "CacheNodeType": group.get("CacheNodeType", "cache.t4g.small"),
-    }
-    if group.get("TransitEncryptionEnabled"):
-        shape["TransitEncryptionEnabled"] = True
-    if group.get("AtRestEncryptionEnabled"):
-        shape["AtRestEncryptionEnabled"] = True
+    if group is None:
+        # The recorded shape: at rest encryption uses this Region's AWS managed key.
+        return dict(recorded or {})
+    shape = group_shape(group)
     if group.get("KmsKeyId"):  # the restored copy is encrypted with the same customer managed key
         shape["KmsKeyId"] = group["KmsKeyId"]
     return shape
