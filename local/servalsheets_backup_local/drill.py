@@ -47,6 +47,7 @@ from .testing.environment import (
     start_environment,
 )
 from .testing.keyspace import capture_keyspace
+from .testing.moto_patches import NAME as MOTO_KMS_PATCH
 from .testing.redis_cluster import RedisCluster
 from .testing.servalsheets_state import redis_snapshot, seed_state
 from .testing.serverless_standin import ServerlessCacheStandIn
@@ -159,7 +160,7 @@ def _describe_environment(environment: LocalEnvironment, report: DrillReport) ->
         "application_stand_in": environment.app.url if environment.app else None,
         "application_stand_in_port": environment.app.port if environment.app else None,
         "stack_resources": len(environment.deployment.physical),
-        "not_emulated": sorted(set(environment.deployment.skipped.values())),
+        "not_emulated": sorted({*environment.deployment.skipped.values(), MOTO_KMS_PATCH}),
     }
 
 

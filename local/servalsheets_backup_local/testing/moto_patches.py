@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+NAME = "moto KMS with multi-Region key ids (patched: testing/moto_patches.py)"
 _MARK = b"\x00mrk"  # cannot start an ordinary blob: those start with a printable key id
 _LONG_ID = 40
 _installed = False
